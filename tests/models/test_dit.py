@@ -1,0 +1,266 @@
+"""AllegroDiT against diffusers' AllegroTransformer3DModel, the reference implementation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from allegro_train.models.dit import AllegroDiT, DiTConfig, dit_config, dit_forward_flops
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import AllegroTransformer3DModel  # noqa: E402
+from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro  # noqa: E402
+
+TINY_CONFIGS = {
+    "2heads": DiTConfig(num_attention_heads=2, attention_head_dim=12, num_layers=2, cross_attention_dim=24,
+                        caption_channels=16, interpolation_scale_t=1.0, interpolation_scale_h=1.0,
+                        interpolation_scale_w=1.0),
+    # released interpolation scales, 3 heads, more output than input channels
+    "3heads_scaled": DiTConfig(num_attention_heads=3, attention_head_dim=18, num_layers=1, cross_attention_dim=54,
+                               caption_channels=20, in_channels=4, out_channels=8),
+}
+# (T, H, W) latent grids: odd T, non-square, a single frame
+GRIDS = [(3, 6, 10), (5, 4, 8), (1, 8, 6)]
+
+
+def diffusers_rope(config: DiTConfig, grid: tuple[int, int, int]):
+    """image_rotary_emb exactly as AllegroPipeline._prepare_rotary_positional_embeddings builds it."""
+    frames, gh, gw = grid[0], grid[1] // config.patch_size, grid[2] // config.patch_size
+    freqs_t, freqs_h, freqs_w, grid_t, grid_h, grid_w = get_3d_rotary_pos_embed_allegro(
+        embed_dim=config.attention_head_dim,
+        crops_coords=((0, 0), (gh, gw)),
+        grid_size=(gh, gw),
+        temporal_size=frames,
+        interpolation_scale=(config.interpolation_scale_t, config.interpolation_scale_h, config.interpolation_scale_w),
+    )
+    pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long())
+    pos = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
+    return (freqs_t, freqs_h, freqs_w), tuple(pos)
+
+
+def diffusers_model(config: DiTConfig, seed: int = 0) -> AllegroTransformer3DModel:
+    torch.manual_seed(seed)
+    kwargs = {k: v for k, v in config.to_diffusers_dict().items() if not k.startswith("_")}
+    model = AllegroTransformer3DModel(**kwargs).eval()
+    with torch.no_grad():  # non-trivial biases and tables everywhere
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def ours_from(reference: AllegroTransformer3DModel, config: DiTConfig) -> AllegroDiT:
+    model = AllegroDiT(config).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    return model
+
+
+def make_inputs(config: DiTConfig, grid, batch=2, text_len=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, config.in_channels, *grid, generator=g)
+    timestep = torch.tensor([17, 903][:batch])
+    text = torch.randn(batch, text_len, config.caption_channels, generator=g)
+    mask = torch.ones(batch, text_len, dtype=torch.long)
+    mask[0, 4:] = 0  # padded caption
+    return latents, timestep, text, mask
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+@pytest.mark.parametrize("grid", GRIDS, ids=lambda g: "x".join(map(str, g)))
+def test_matches_diffusers_outputs_and_input_gradients(name, grid):
+    config = TINY_CONFIGS[name]
+    reference = diffusers_model(config)
+    ours = ours_from(reference, config)
+    latents, timestep, text, mask = make_inputs(config, grid)
+
+    ref_inputs = (latents.clone().requires_grad_(), text.clone().requires_grad_())
+    our_inputs = (latents.clone().requires_grad_(), text.clone().requires_grad_())
+    ref_out = reference(ref_inputs[0], ref_inputs[1], timestep, encoder_attention_mask=mask,
+                        image_rotary_emb=diffusers_rope(config, grid)).sample
+    our_out = ours(our_inputs[0], timestep, our_inputs[1], mask)
+
+    assert our_out.shape == (2, config.out_channels, *grid)
+    torch.testing.assert_close(our_out, ref_out, atol=1e-5, rtol=0)
+    weights = torch.randn_like(ref_out)
+    (ref_out * weights).sum().backward()
+    (our_out * weights).sum().backward()
+    for ref, mine in zip(ref_inputs, our_inputs):
+        torch.testing.assert_close(mine.grad, ref.grad, atol=1e-5, rtol=0)
+    ref_grads = dict(reference.named_parameters())
+    for key, param in ours.named_parameters():
+        torch.testing.assert_close(param.grad, ref_grads[key].grad, atol=1e-4, rtol=1e-4, msg=key)
+
+
+def test_text_padding_is_masked():
+    config = TINY_CONFIGS["2heads"]
+    model = ours_from(diffusers_model(config), config)
+    latents, timestep, text, mask = make_inputs(config, (3, 6, 10))
+    changed = text.clone()
+    changed[0, 4:] += 10.0  # only the padded positions of sample 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(latents, timestep, changed, mask), model(latents, timestep, text, mask))
+        assert not torch.allclose(model(latents, timestep, changed, None)[0], model(latents, timestep, text, None)[0])
+
+
+def test_save_pretrained_loads_in_diffusers_exactly(tmp_path):
+    config = TINY_CONFIGS["3heads_scaled"]
+    ours = AllegroDiT(config)
+    ours.save_pretrained(tmp_path)
+    loaded = AllegroTransformer3DModel.from_pretrained(tmp_path)
+    ref_state = loaded.state_dict()
+    assert ref_state.keys() == ours.state_dict().keys()
+    for key, value in ours.state_dict().items():
+        assert torch.equal(ref_state[key], value), key
+    assert json.loads((tmp_path / "config.json").read_text())["_class_name"] == "AllegroTransformer3DModel"
+
+
+def test_from_pretrained_reads_diffusers_exactly_and_keeps_dtype(tmp_path):
+    config = TINY_CONFIGS["2heads"]
+    reference = diffusers_model(config).to(torch.bfloat16)
+    reference.save_pretrained(tmp_path)
+    ours = AllegroDiT.from_pretrained(tmp_path)
+    assert ours.config == config
+    assert all(p.dtype == torch.bfloat16 for p in ours.parameters())
+    for key, value in reference.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    assert AllegroDiT.from_pretrained(tmp_path, torch_dtype=torch.float32).proj_out.weight.dtype == torch.float32
+
+
+def test_sharded_round_trip_both_ways(tmp_path):
+    config = TINY_CONFIGS["2heads"]
+    reference = diffusers_model(config)
+    reference.save_pretrained(tmp_path / "from_diffusers", max_shard_size="20KB")
+    assert (tmp_path / "from_diffusers" / "diffusion_pytorch_model.safetensors.index.json").is_file()
+    ours = AllegroDiT.from_pretrained(tmp_path / "from_diffusers")
+
+    ours.save_pretrained(tmp_path / "from_ours", max_shard_size="20KB")
+    shards = sorted((tmp_path / "from_ours").glob("diffusion_pytorch_model-*-of-*.safetensors"))
+    assert len(shards) > 1
+    back = AllegroTransformer3DModel.from_pretrained(tmp_path / "from_ours")
+    for key, value in reference.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+
+    # re-saving unsharded into the same folder leaves no stale shards or index behind
+    ours.save_pretrained(tmp_path / "from_ours")
+    leftovers = sorted(p.name for p in (tmp_path / "from_ours").glob("diffusion_pytorch_model*"))
+    assert leftovers == ["diffusion_pytorch_model.safetensors"]
+    AllegroTransformer3DModel.from_pretrained(tmp_path / "from_ours")
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    config = TINY_CONFIGS["2heads"]
+    AllegroDiT(config).save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    state.pop("proj_out.bias")
+    state["transformer_blocks.0.attn1.norm_q.weight"] = torch.ones(12)
+    save_file(state, weights)
+    with pytest.raises(KeyError) as err:
+        AllegroDiT.from_pretrained(tmp_path)
+    assert "proj_out.bias" in str(err.value) and "transformer_blocks.0.attn1.norm_q.weight" in str(err.value)
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    config = TINY_CONFIGS["2heads"]
+    AllegroDiT(config).save_pretrained(tmp_path)
+    (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save({}, tmp_path / "diffusion_pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="never loaded"):
+        AllegroDiT.from_pretrained(tmp_path)
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    AllegroDiT(TINY_CONFIGS["2heads"]).save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw["use_rope_v2"] = True
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="use_rope_v2"):
+        AllegroDiT.from_pretrained(tmp_path)
+
+
+def test_released_size_parameter_count_on_meta():
+    with torch.device("meta"):
+        model = AllegroDiT(dit_config("allegro-2.8b"))
+    assert sum(p.numel() for p in model.parameters()) == 2_771_907_856
+    assert sum(p.numel() for p in model.transformer_blocks[0].parameters()) == 84_978_432
+
+
+@pytest.mark.parametrize("policy", ["all", "every_2"])
+def test_activation_checkpointing_changes_neither_loss_nor_gradients(policy):
+    config = dataclasses.replace(TINY_CONFIGS["2heads"], num_layers=3)
+    torch.manual_seed(0)
+    plain = AllegroDiT(config)
+    checkpointed = AllegroDiT(config)
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_activation_checkpointing(policy)
+    latents, timestep, text, mask = make_inputs(config, (3, 6, 10))
+    losses = []
+    for model in (plain, checkpointed):
+        loss = model(latents, timestep, text, mask).square().mean()
+        loss.backward()
+        losses.append(loss)
+    assert torch.equal(losses[0], losses[1])
+    for (key, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert torch.equal(a.grad, b.grad), key
+
+
+def test_init_weights_predicts_zero_and_still_learns():
+    model = AllegroDiT(dit_config("allegro-debug"))
+    model.init_weights()
+    latents, timestep, text, mask = make_inputs(model.config, (2, 4, 4))
+    out = model(latents, timestep, text, mask)
+    assert torch.count_nonzero(out) == 0
+    out.sub(latents).square().mean().backward()
+    assert model.proj_out.weight.grad.abs().sum() > 0
+    block = model.transformer_blocks[0]
+    assert torch.count_nonzero(block.attn2.to_out[0].weight) == 0
+    assert block.attn1.to_q.weight.std() > 0
+
+
+def test_grid_not_divisible_by_patch_is_a_clear_error():
+    model = AllegroDiT(dit_config("allegro-debug"))
+    latents, timestep, text, mask = make_inputs(model.config, (2, 5, 4))
+    with pytest.raises(ValueError, match="divisible by patch"):
+        model(latents, timestep, text, mask)
+
+
+def test_attention_backends():
+    model = AllegroDiT(dit_config("allegro-debug"), attention_backend="auto")
+    if not torch.cuda.is_available():
+        assert model.transformer_blocks[0].attn1.core.backend == "sdpa"
+    with pytest.raises(ValueError, match="xformers"):
+        model.set_attention_backend("xformers")
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="flash-attn"):
+            AllegroDiT(dit_config("allegro-debug"), attention_backend="flash")
+
+
+def test_config_rejects_non_allegro_shapes():
+    with pytest.raises(ValueError, match="attention_head_dim"):
+        DiTConfig(attention_head_dim=64).validate()
+    with pytest.raises(ValueError, match="cross_attention_dim"):
+        DiTConfig(cross_attention_dim=1024).validate()
+
+
+def test_flops_formula_matches_counted_matmuls():
+    config = dataclasses.replace(TINY_CONFIGS["3heads_scaled"], num_layers=2)
+    model = AllegroDiT(config)
+    grid, text_len = (3, 6, 10), 7
+    latents, timestep, text, _ = make_inputs(config, grid, batch=2, text_len=text_len)
+    counter = FlopCounterMode(display=False)
+    # The math kernel decomposes attention into counted bmm's; CPU's fused kernel is not counted.
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(latents, timestep, text, torch.ones(2, text_len))
+    assert dit_forward_flops(config, grid, text_len, batch=2) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+
+
+def test_released_flops_at_79200_tokens():
+    flops = dit_forward_flops(dit_config("allegro-2.8b"), (22, 90, 160), 512) * 3
+    assert flops == pytest.approx(6.7e15, rel=0.01)
