@@ -1,4 +1,4 @@
-"""Model FLOPs of the DiT, for MFU. Derivation and the 79,200-token numbers: docs/flops.md.
+"""Model FLOPs of the DiT, for MFU. Derivation and the 79,200-token numbers: docs/dit.md.
 
 Counts multiply-adds of matrix products as 2 FLOPs each (elementwise ops, norms and softmax are
 left out, as MFU conventions do); backward costs twice the forward, so a training step is 3x.

@@ -1,0 +1,232 @@
+"""DiT training-step benchmark: forward + backward (+ optimizer) time, throughput, MFU, peak memory.
+
+One implementation per process (so peak memory is its own), e.g.
+
+    # GPU: the released size at 88x720x1280 (22x90x160 latents, 512 text tokens), bf16
+    python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing all
+    # CPU: ours vs diffusers side by side at a small config, alternating runs, as a ratio
+    python benchmarks/dit_step.py --compare-diffusers --repeats 3
+
+Needs torch, einops and this package's models only (diffusers just for --impl diffusers).
+Results go to docs/benchmarks.md with date, machine and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from allegro_train.models.dit import AllegroDiT, dit_config, dit_train_flops  # noqa: E402
+
+# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+# The small config of the CPU comparison: 4 blocks, 4 heads x 48, 8x32x32 latents (2048 tokens).
+SMALL = dict(num_attention_heads=4, attention_head_dim=48, num_layers=4, cross_attention_dim=192, caption_channels=64)
+SDPA_KERNELS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="small", help="registry name (allegro-2.8b, allegro-debug) or 'small'")
+    p.add_argument("--grid", type=int, nargs=3, default=None, metavar=("T", "H", "W"), help="latent grid")
+    p.add_argument("--text-len", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--impl", default="ours", choices=["ours", "diffusers"])
+    p.add_argument("--backend", default="sdpa", help="sdpa, flash (flash-attn), auto")
+    p.add_argument("--sdpa-kernel", default=None, choices=sorted(SDPA_KERNELS), help="pin SDPA's kernel")
+    p.add_argument("--checkpointing", default="none", help="none, all, every_<k>")
+    p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--optimizer", action="store_true", help="include an AdamW step")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compare-diffusers", action="store_true", help="run ours and diffusers in subprocesses")
+    p.add_argument("--repeats", type=int, default=3, help="alternating subprocess runs per impl (compare mode)")
+    p.add_argument("--json", action="store_true", help="print one JSON line (used by compare mode)")
+    args = p.parse_args(argv)
+    if args.grid is None:
+        args.grid = [22, 90, 160] if args.size == "allegro-2.8b" else [8, 32, 32]
+    if args.text_len is None:
+        args.text_len = 512 if args.size == "allegro-2.8b" else 64
+    return args
+
+
+def build_config(args):
+    if args.size == "small":
+        return dit_config("allegro-debug", **SMALL)
+    return dit_config(args.size)
+
+
+def build_model(args, config, device, dtype):
+    if args.impl == "ours":
+        model = AllegroDiT(config, attention_backend=args.backend)
+        model.init_weights()
+        model.set_activation_checkpointing(args.checkpointing)
+        if args.compile:
+            for i, block in enumerate(model.transformer_blocks):
+                model.transformer_blocks[i] = torch.compile(block)
+        return model.to(device, dtype)
+    from diffusers import AllegroTransformer3DModel
+
+    kwargs = {k: v for k, v in dataclasses.asdict(config).items()}
+    model = AllegroTransformer3DModel(**kwargs)
+    if args.checkpointing != "none":
+        model.enable_gradient_checkpointing()
+    return model.to(device, dtype)
+
+
+def make_step(args, model, config, device, dtype):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    latents = torch.randn(args.batch, config.in_channels, *args.grid, generator=g).to(device, dtype)
+    text = torch.randn(args.batch, args.text_len, config.caption_channels, generator=g).to(device, dtype)
+    mask = torch.ones(args.batch, args.text_len, device=device)
+    mask[:, args.text_len // 2 :] = 0  # half padding, as short prompts have
+    timestep = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if args.optimizer else None
+
+    if args.impl == "ours":
+        forward = lambda: model(latents, timestep, text, mask)  # noqa: E731
+    else:
+        from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro
+
+        def forward():
+            # the rotary tables are rebuilt every step, as our model does inside its forward
+            t, gh, gw = args.grid[0], args.grid[1] // config.patch_size, args.grid[2] // config.patch_size
+            *freqs, grid_t, grid_h, grid_w = get_3d_rotary_pos_embed_allegro(
+                config.attention_head_dim, ((0, 0), (gh, gw)), (gh, gw), t,
+                (config.interpolation_scale_t, config.interpolation_scale_h, config.interpolation_scale_w),
+                device=device)
+            pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long()).T.reshape(3, 1, -1)
+            return model(latents, text, timestep, encoder_attention_mask=mask,
+                         image_rotary_emb=(tuple(freqs), tuple(pos))).sample
+
+    def step():
+        loss = forward().float().square().mean()
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def run_one(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    config = build_config(args)
+    torch.manual_seed(0)
+    model = build_model(args, config, device, dtype)
+    step = make_step(args, model, config, device, dtype)
+
+    kernel_ctx = torch.nn.attention.sdpa_kernel(getattr(torch.nn.attention.SDPBackend, SDPA_KERNELS[args.sdpa_kernel])) \
+        if args.sdpa_kernel else _nullcontext()
+    with kernel_ctx:
+        # CPU peak memory comes from the first step: afterwards the allocator keeps freed
+        # activations resident, so the process's RSS no longer shows what a step needs.
+        rss_before = rss_bytes()
+        for _ in range(max(args.warmup, 1)):
+            step()
+        sync(device)
+        cpu_peak_step = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - start)
+
+    seconds = statistics.median(times)
+    tokens = args.batch * args.grid[0] * (args.grid[1] // config.patch_size) * (args.grid[2] // config.patch_size)
+    flops = dit_train_flops(config, tuple(args.grid), args.text_len, args.batch)
+    result = {
+        "impl": args.impl, "size": args.size, "grid": args.grid, "text_len": args.text_len, "batch": args.batch,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "dtype": args.dtype, "backend": args.backend, "sdpa_kernel": args.sdpa_kernel, "compile": args.compile,
+        "checkpointing": args.checkpointing, "optimizer": args.optimizer,
+        "s_per_step": seconds, "tokens_per_s": tokens / seconds, "tflops": flops / seconds / 1e12,
+    }
+    if device.type == "cuda":
+        result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in result["device"]), None)
+        result["mfu"] = result["tflops"] / peak if peak else None
+    else:
+        # ru_maxrss is the lifetime peak; above the resident model and inputs, it is the step's
+        result["peak_step_mem_gib"] = cpu_peak_step / 2**30
+    return result
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def compare(args) -> None:
+    """ABAB... subprocess runs of ours and diffusers; medians and the ours/diffusers ratios."""
+    base = [sys.executable, __file__, "--json", "--size", args.size, "--grid", *map(str, args.grid),
+            "--text-len", str(args.text_len), "--batch", str(args.batch), "--device", args.device,
+            "--dtype", args.dtype, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--checkpointing", args.checkpointing]
+    if args.threads:
+        base += ["--threads", str(args.threads)]
+    results: dict[str, list[dict]] = {"ours": [], "diffusers": []}
+    for _ in range(args.repeats):
+        for impl in results:
+            out = subprocess.run(base + ["--impl", impl], check=True, capture_output=True, text=True).stdout
+            results[impl].append(json.loads(out.strip().splitlines()[-1]))
+    med = {impl: {k: statistics.median(r[k] for r in runs) for k in ("s_per_step", "peak_step_mem_gib")}
+           for impl, runs in results.items()}
+    print(f"| impl | s/step (median of {args.repeats} runs) | peak step memory (GiB) |")
+    print("|---|---|---|")
+    for impl, m in med.items():
+        print(f"| {impl} | {m['s_per_step']:.4f} | {m['peak_step_mem_gib']:.3f} |")
+    time_ratio = med["ours"]["s_per_step"] / med["diffusers"]["s_per_step"]
+    mem_ratio = med["ours"]["peak_step_mem_gib"] / max(med["diffusers"]["peak_step_mem_gib"], 1e-9)
+    print(f"\nours / diffusers: time {time_ratio:.3f}x, peak step memory {mem_ratio:.3f}x")
+    print(json.dumps({"time_ratio": time_ratio, "mem_ratio": mem_ratio, "runs": results}))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.compare_diffusers:
+        compare(args)
+        return
+    result = run_one(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>18}: {value:.4g}" if isinstance(value, float) else f"{key:>18}: {value}")
+
+
+if __name__ == "__main__":
+    main()
