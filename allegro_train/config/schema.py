@@ -1,0 +1,317 @@
+"""The typed config of a training run: one dataclass per Hydra group and the only home of defaults.
+
+Defaults are the released Allegro training recipe (AdamW 1e-4, ZeRO-2, bf16, DDPM epsilon with
+min-SNR 5 and offset noise 0.02, caption dropout 0.1) applied to debug sizes (the ``allegro-debug``
+DiT on small synthetic clips). The YAML under ``configs/`` only picks group options and per-stage
+numbers.
+
+OmegaConf checks keys, types and enum values when YAML or command-line overrides merge into these
+dataclasses; ``validate`` adds what it cannot: bounds, rules across fields, the DiT registry, and
+keys added with Hydra's ``+key=value`` (which bypasses the struct check).
+Importing this module registers the schema in Hydra's ConfigStore as ``train_schema``, the first
+entry of ``configs/config.yaml``'s defaults list.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, is_dataclass
+from enum import Enum
+from typing import Any, Callable, Optional, get_args, get_type_hints
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from allegro_train.models.dit import DIT_CONFIGS, DiTConfig, dit_config, parse_checkpointing
+
+
+class ConfigError(ValueError):
+    """A config that cannot train; the message names each full key (``model.name``) and its value."""
+
+
+class _StrEnum(str, Enum):
+    """Members equal and print as their value, so ``f"{Precision.bf16}" == "bf16"`` for downstream code."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class AttentionBackend(_StrEnum):
+    sdpa = "sdpa"
+    flash = "flash"
+    auto = "auto"
+
+
+class Objective(_StrEnum):
+    epsilon = "epsilon"  # the released objective
+    v = "v"
+    flow = "flow"  # rectified flow: x_t = (1 - t) x_0 + t noise, predict noise - x_0
+
+
+class BetaSchedule(_StrEnum):
+    linear = "linear"  # the released DDPM schedule; add members as diffusion/schedules.py grows
+
+
+class LRSchedule(_StrEnum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class Precision(_StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class WandbMode(_StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/${stage.name}"  # checkpoints, metrics and the resolved config go here
+    name: str = "${stage.name}"  # the W&B run name
+    seed: int = 0
+    max_steps: int = 100
+
+
+@dataclass
+class ModelConfig:
+    name: str = "allegro-debug"  # a key of allegro_train.models.dit.DIT_CONFIGS
+    pretrained: Optional[str] = None  # a diffusers ``transformer/`` folder to start from
+    attention_backend: AttentionBackend = AttentionBackend.sdpa
+    activation_checkpointing: str = "none"  # "none" | "all" | "every_<k>"
+    # RoPE positions are divided by these; None keeps the registry's value. Each stage sets its own
+    # (2.2/2.0/2.0 for 88x720p, 1.0/2.0/2.0 for 40x720p, 1.0/1.0/1.0 at 368p).
+    interpolation_scale_t: Optional[float] = None
+    interpolation_scale_h: Optional[float] = None
+    interpolation_scale_w: Optional[float] = None
+
+
+@dataclass
+class BucketConfig:
+    """One clip shape in pixels; a batch holds clips of a single bucket (no padding inside a batch)."""
+
+    frames: int = MISSING
+    height: int = MISSING
+    width: int = MISSING
+
+
+@dataclass
+class DataConfig:
+    # Webdataset shard paths or brace patterns; [] -> synthetic batches (debug runs). data=shards
+    # sets None, which validate rejects, so a real stage never trains on noise by omission.
+    shards: Optional[list[str]] = field(default_factory=list)
+    buckets: list[BucketConfig] = field(default_factory=lambda: [BucketConfig(frames=8, height=64, width=64)])
+    batch_size: int = 1  # per process; the released recipe trains with 1 clip a GPU
+    num_workers: int = 4
+    text_len: int = 512  # max T5 tokens
+    precomputed: bool = True  # shards hold VAE latents and T5 states rather than pixels and captions
+    vae_temporal_compression: int = 4  # 88 frames -> 22 latents
+    vae_spatial_compression: int = 8
+
+
+@dataclass
+class DiffusionConfig:
+    objective: Objective = Objective.epsilon
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    beta_schedule: BetaSchedule = BetaSchedule.linear
+    min_snr_gamma: Optional[float] = 5.0  # None turns min-SNR loss weighting off
+    offset_noise: float = 0.02  # noise += offset_noise * randn(B, C, 1, 1, 1)
+    caption_dropout: float = 0.1  # p of training on the empty caption, for classifier-free guidance
+    # Rectified flow only: t = sigmoid(N(mean, std)), then shifted by flow_shift.
+    flow_logit_mean: float = 0.0
+    flow_logit_std: float = 1.0
+    flow_shift: Optional[float] = None  # None: chosen from the token count (resolution dependent)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    grad_clip: Optional[float] = 1.0  # max global grad norm; None disables clipping
+    warmup_steps: int = 0
+    lr_schedule: LRSchedule = LRSchedule.constant
+    grad_accum_steps: int = 1
+    ema_decay: Optional[float] = None  # e.g. 0.999; None keeps no EMA copy
+
+
+@dataclass
+class ParallelConfig:
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False  # ZeRO-3 only
+    sequence_parallel: int = 1  # Ulysses group size; splits attention heads, so it must divide them
+    precision: Precision = Precision.bf16
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 1000
+    keep_last: int = 3
+    resume: bool = True  # continue from the newest checkpoint in run.dir if there is one
+
+
+@dataclass
+class LoggingConfig:
+    every_steps: int = 10
+    wandb_mode: WandbMode = WandbMode.offline
+    wandb_project: str = "allegro_train"
+    wandb_entity: Optional[str] = None
+
+
+@dataclass
+class StageConfig:
+    name: str = "debug"
+    description: str = ""
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def dit_config_for(model: ModelConfig) -> DiTConfig:
+    """The registry's DiT architecture with this run's RoPE interpolation overrides applied."""
+    overrides = {
+        f"interpolation_scale_{axis}": getattr(model, f"interpolation_scale_{axis}")
+        for axis in "thw"
+        if getattr(model, f"interpolation_scale_{axis}") is not None
+    }
+    return dit_config(model.name, **overrides)
+
+
+# ------------------------------------------------------------------------------------ validate
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Enum):
+        return repr(value.value)
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return str(OmegaConf.to_container(value, enum_to_str=True))
+    return repr(value)
+
+
+def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
+    """Full keys of ``node`` that the dataclass ``schema`` does not declare, recursively."""
+    hints = get_type_hints(schema)
+    unknown: list[str] = []
+    for key in node.keys():
+        full_key = f"{prefix}{key}"
+        if key not in hints:
+            unknown.append(full_key)
+            continue
+        if OmegaConf.is_missing(node, key):  # reported as missing, not unknown
+            continue
+        hint, value = hints[key], node[key]
+        if is_dataclass(hint) and isinstance(value, DictConfig):
+            unknown += _unknown_keys(value, hint, f"{full_key}.")
+        elif get_args(hint) and is_dataclass(get_args(hint)[0]) and OmegaConf.is_list(value):  # list[Bucket]
+            for i, item in enumerate(value):
+                unknown += _unknown_keys(item, get_args(hint)[0], f"{full_key}[{i}].")
+    return unknown
+
+
+# Single-field bounds: (keys, test, what the test demands).
+_BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
+    (("run.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
+      "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
+      "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps"),
+     lambda v: v >= 1, "must be >= 1"),
+    (("data.num_workers", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps"),
+     lambda v: v >= 0, "must be >= 0"),
+    (("optim.lr", "optim.eps", "diffusion.flow_logit_std"), lambda v: v > 0, "must be > 0"),
+    (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
+      "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip"),
+     lambda v: v is None or v > 0, "must be > 0 (or null: off / the default)"),
+    (("diffusion.caption_dropout",), lambda v: 0 <= v <= 1, "is a probability, must be in [0, 1]"),
+    (("diffusion.beta_start",), lambda v: 0 < v < 1, "must be in (0, 1)"),
+    (("optim.ema_decay",), lambda v: v is None or 0 < v < 1, "must be in (0, 1), or null for no EMA"),
+    (("optim.betas",), lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)"),
+    (("parallel.zero_stage",), lambda v: v in (0, 1, 2, 3), "must be 0, 1, 2 or 3"),
+]
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ``ConfigError`` listing every key that type-checks but cannot train.
+
+    Accepts the composed DictConfig or a plain ``TrainConfig``. Builds no model: the DiT's head
+    count and patch size come from the registry's ``DiTConfig``.
+    """
+    if isinstance(cfg, DictConfig):
+        unknown = _unknown_keys(cfg, TrainConfig, "")
+        if unknown:  # Hydra's `+key=value` opens the struct flag, so added keys reach us here
+            raise ConfigError(f"keys not in the schema (allegro_train/config/schema.py): {', '.join(unknown)}")
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"config values required but not set (???): {', '.join(missing)}")
+    problems: list[str] = []
+
+    def check(ok: bool, key: str, value: Any, why: str) -> None:
+        if not ok:
+            problems.append(f"{key}={_show(value)}: {why}")
+
+    bad_keys: set[str] = set()
+    for keys, test, why in _BOUNDS:
+        for key in keys:
+            value = functools.reduce(getattr, key.split("."), cfg)
+            if not test(value):
+                bad_keys.add(key)
+                check(False, key, value, why)
+
+    model, data, parallel = cfg.model, cfg.data, cfg.parallel
+    check(model.name in DIT_CONFIGS, "model.name", model.name, f"not a DiT size; known sizes: {sorted(DIT_CONFIGS)}")
+    rope_ok = not any(key.startswith("model.interpolation_scale") for key in bad_keys)
+    dit = dit_config_for(model) if model.name in DIT_CONFIGS and rope_ok else None
+    try:
+        parse_checkpointing(model.activation_checkpointing)
+    except ValueError:
+        check(False, "model.activation_checkpointing", model.activation_checkpointing,
+              "use 'none', 'all' or 'every_<k>' (k >= 1)")
+
+    check(data.shards is not None, "data.shards", data.shards,
+          "data=shards needs the shard paths, e.g. data.shards=\"['/data/train/{000000..000099}.tar']\"")
+    check(bool(data.buckets), "data.buckets", data.buckets, "needs at least one bucket")
+    t_comp = max(data.vae_temporal_compression, 1)
+    # A token is a patch of a latent, so pixel sizes must divide into whole patches.
+    spatial = max(data.vae_spatial_compression, 1) * (dit.patch_size if dit else 1)
+    for i, bucket in enumerate(data.buckets):
+        key = f"data.buckets[{i}]"
+        check(bucket.frames == 1 or (bucket.frames > 0 and bucket.frames % t_comp == 0), f"{key}.frames",
+              bucket.frames, f"must be 1 (an image) or a multiple of {t_comp} (the VAE's time compression)")
+        for side in ("height", "width"):
+            size = getattr(bucket, side)
+            check(size > 0 and size % spatial == 0, f"{key}.{side}", size,
+                  f"must be a positive multiple of {spatial} (VAE compression x DiT patch)")
+
+    beta_start, beta_end = cfg.diffusion.beta_start, cfg.diffusion.beta_end
+    check(beta_start < beta_end < 1, "diffusion.beta_end", beta_end, f"must be in (beta_start={beta_start}, 1)")
+
+    check(not parallel.offload_params or parallel.zero_stage == 3, "parallel.offload_params",
+          parallel.offload_params, "needs parallel.zero_stage=3 (only ZeRO-3 partitions parameters)")
+    check(not parallel.offload_optimizer or parallel.zero_stage >= 1, "parallel.offload_optimizer",
+          parallel.offload_optimizer, "needs parallel.zero_stage >= 1")
+    if dit is not None and parallel.sequence_parallel >= 1:
+        check(dit.num_attention_heads % parallel.sequence_parallel == 0, "parallel.sequence_parallel",
+              parallel.sequence_parallel,
+              f"must divide the {dit.num_attention_heads} attention heads of {model.name} (Ulysses splits heads)")
+
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

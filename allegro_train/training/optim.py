@@ -1,0 +1,31 @@
+"""AdamW and the learning-rate schedule (linear warmup, then constant or cosine to zero)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(model: nn.Module, lr: float, betas, weight_decay: float, eps: float) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; 1-d tensors (biases) and modulation tables get no weight decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or name.endswith("scale_shift_table") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def lr_multiplier(step: int, warmup_steps: int, schedule: str, max_steps: int) -> float:
+    """Factor on the base lr at optimizer step ``step`` (0-based)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"optim.lr_schedule={schedule!r}: use 'constant' or 'cosine'")
