@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -264,3 +266,12 @@ def test_flops_formula_matches_counted_matmuls():
 def test_released_flops_at_79200_tokens():
     flops = dit_forward_flops(dit_config("allegro-2.8b"), (22, 90, 160), 512) * 3
     assert flops == pytest.approx(6.7e15, rel=0.01)
+
+
+def test_models_import_needs_only_torch_einops_safetensors():
+    """The GPU benchmark machines have torch but none of hydra, deepspeed, webdataset, diffusers."""
+    code = ("import sys, allegro_train.models.dit, allegro_train.models.io; "
+            "print(sorted(m for m in ('hydra', 'omegaconf', 'deepspeed', 'webdataset', 'diffusers', 'wandb') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
