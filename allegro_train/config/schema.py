@@ -74,7 +74,13 @@ class RunConfig:
     dir: str = "runs/${stage.name}"  # checkpoints, metrics and the resolved config go here
     name: str = "${stage.name}"  # the W&B run name
     seed: int = 0
-    max_steps: int = 100
+
+
+@dataclass
+class LoopConfig:
+    """The training loop's length; ``train.max_steps`` is a key other tools rely on."""
+
+    max_steps: int = 100  # optimizer steps; raise it and relaunch to continue a finished run
 
 
 @dataclass
@@ -175,6 +181,7 @@ class StageConfig:
 @dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -231,7 +238,7 @@ def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
 
 # Single-field bounds: (keys, test, what the test demands).
 _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
-    (("run.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
+    (("train.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
       "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
       "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps"),
      lambda v: v >= 1, "must be >= 1"),

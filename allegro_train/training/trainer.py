@@ -82,7 +82,7 @@ def save_transformer(model: AllegroDiT, folder: Path) -> None:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train for ``run.max_steps`` optimizer steps; returns a summary (first/last loss, paths)."""
+    """Train for ``train.max_steps`` optimizer steps; returns a summary (first/last loss, paths)."""
     _refuse_unsupported(cfg)
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.dir)
@@ -102,7 +102,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     objective = build_objective(cfg.diffusion, tokens)
     optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay, cfg.optim.eps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), cfg.run.max_steps))
+        optimizer, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), cfg.train.max_steps))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if str(cfg.parallel.precision) == "bf16" else nullcontext()
     generator = torch.Generator().manual_seed(cfg.run.seed + 1)
     step_flops = [dit_train_flops(dit, grid, cfg.data.text_len, cfg.data.batch_size) * cfg.optim.grad_accum_steps
@@ -113,11 +113,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     log.info("training %s (%.1fM parameters) on synthetic latents %s, %d steps, run dir %s", cfg.model.name,
              sum(p.numel() for p in model.parameters()) / 1e6, ", ".join("x".join(map(str, g)) for g in grids),
-             cfg.run.max_steps, run_dir)
+             cfg.train.max_steps, run_dir)
     losses: list[float] = []
     sample_index = 0
     model.train()
-    for step in tqdm(range(cfg.run.max_steps), desc="train", disable=None):
+    for step in tqdm(range(cfg.train.max_steps), desc="train", disable=None):
         start = time.perf_counter()
         step_loss = 0.0
         bucket = step % len(datasets)
@@ -140,7 +140,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise FloatingPointError(f"step {step}: gradient norm is {grad_norm}; loss {step_loss}")
         losses.append(step_loss)
         seconds = time.perf_counter() - start
-        if (step + 1) % cfg.logging.every_steps == 0 or step + 1 == cfg.run.max_steps:
+        if (step + 1) % cfg.logging.every_steps == 0 or step + 1 == cfg.train.max_steps:
             logger.log(step + 1, {"loss": step_loss, "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0],
                                   "step_seconds": seconds, "model_tflops": step_flops[bucket] / seconds / 1e12,
                                   "bucket": bucket})

@@ -22,7 +22,7 @@ def demo_config(tmp_path, *overrides):
 
 
 def test_demo_stage_learns_and_writes_loadable_weights(tmp_path):
-    summary = train(demo_config(tmp_path, "run.max_steps=120"))
+    summary = train(demo_config(tmp_path, "train.max_steps=120"))
     assert summary["steps"] == 120
     # conditioning on the synthetic prompts must cut the denoising loss by more than half
     assert summary["last_loss"] < 0.5 * summary["first_loss"]
@@ -39,13 +39,13 @@ def test_demo_stage_learns_and_writes_loadable_weights(tmp_path):
 
 
 def test_runs_are_reproducible(tmp_path):
-    first = train(demo_config(tmp_path / "a", "run.max_steps=6"))
-    second = train(demo_config(tmp_path / "b", "run.max_steps=6"))
+    first = train(demo_config(tmp_path / "a", "train.max_steps=6"))
+    second = train(demo_config(tmp_path / "b", "train.max_steps=6"))
     assert first["first_loss"] == second["first_loss"] and first["last_loss"] == second["last_loss"]
 
 
 def test_bf16_autocast_and_accumulation_run(tmp_path):
-    summary = train(demo_config(tmp_path, "run.max_steps=2", "parallel.precision=bf16", "optim.grad_accum_steps=2",
+    summary = train(demo_config(tmp_path, "train.max_steps=2", "parallel.precision=bf16", "optim.grad_accum_steps=2",
                                 "model.activation_checkpointing=all", "optim.lr_schedule=cosine",
                                 "optim.warmup_steps=1"))
     assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["last_loss"]))
@@ -58,7 +58,7 @@ def test_what_is_not_built_yet_is_refused(tmp_path):
 
 def test_launcher_smoke_run_and_bad_key(tmp_path):
     cmd = [sys.executable, str(REPO / "launch" / "train_dit.py"), "+stage=demo", f"run.dir={tmp_path}",
-           "run.max_steps=3", "logging.wandb_mode=offline", f"hydra.run.dir={tmp_path}/hydra"]
+           "train.max_steps=3", "logging.wandb_mode=offline", f"hydra.run.dir={tmp_path}/hydra"]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), "WANDB_MODE": "offline"})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "final" / "transformer" / "config.json").is_file()
