@@ -81,6 +81,8 @@ class LoopConfig:
     """The training loop's length; ``train.max_steps`` is a key other tools rely on."""
 
     max_steps: int = 100  # optimizer steps; raise it and relaunch to continue a finished run
+    # Dense bf16 peak of one device, TFLOP/s, the denominator of the logged MFU (H100/H200 SXM: 989).
+    device_peak_tflops: float = 989.0
 
 
 @dataclass
@@ -244,7 +246,7 @@ _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
      lambda v: v >= 1, "must be >= 1"),
     (("data.num_workers", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps"),
      lambda v: v >= 0, "must be >= 0"),
-    (("optim.lr", "optim.eps", "diffusion.flow_logit_std"), lambda v: v > 0, "must be > 0"),
+    (("optim.lr", "optim.eps", "diffusion.flow_logit_std", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
     (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
       "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip"),
      lambda v: v is None or v > 0, "must be > 0 (or null: off / the default)"),

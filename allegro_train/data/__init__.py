@@ -1,5 +1,5 @@
 """Training data: synthetic latent clips for debug runs (webdataset shards and buckets come with the loader issue)."""
 
-from allegro_train.data.synthetic import SyntheticLatents, latent_shape
+from allegro_train.data.synthetic import SyntheticLatents, SyntheticLoader, latent_shape
 
-__all__ = ["SyntheticLatents", "latent_shape"]
+__all__ = ["SyntheticLatents", "SyntheticLoader", "latent_shape"]

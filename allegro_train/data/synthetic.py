@@ -55,3 +55,40 @@ class SyntheticLatents:
         mask = torch.zeros_like(self.text_mask[:1])
         mask[:, 0] = 1
         return states, mask
+
+
+class SyntheticLoader:
+    """The trainer's loader contract over ``SyntheticLatents``, for debug runs without shards.
+
+    Iterating yields ``{"latents", "text_states", "text_mask", "bucket"}`` batches; buckets take
+    turns batch by batch, and rank ``r`` of ``w`` reads samples ``(k * w + r) * batch_size + i`` of
+    batch ``k``, so ranks never share a sample. The position is one counter, global across ranks,
+    so a restart on a different number of ranks continues where the run stopped.
+    """
+
+    def __init__(self, buckets: list[tuple[int, int, int]], grids: list[tuple[int, int, int]], channels: int,
+                 text_len: int, caption_channels: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0):
+        self.buckets, self.batch_size, self.rank, self.world_size = buckets, batch_size, rank, world_size
+        self.sources = [SyntheticLatents(g, channels, text_len, caption_channels, seed=seed) for g in grids]
+        self.batches = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        k = self.batches
+        which = k % len(self.sources)
+        batch = self.sources[which].batch((k * self.world_size + self.rank) * self.batch_size, self.batch_size)
+        batch["bucket"] = self.buckets[which]
+        self.batches += 1
+        return batch
+
+    def null_caption(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sources[0].null_caption()
+
+    def state_dict(self) -> dict:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches = int(state["batches"])

@@ -1,22 +1,20 @@
-"""AdamW and the learning-rate schedule (linear warmup, then constant or cosine to zero)."""
+"""AdamW parameter groups and the learning-rate schedule (linear warmup, then constant or cosine to zero)."""
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 
-def build_optimizer(model: nn.Module, lr: float, betas, weight_decay: float, eps: float) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; 1-d tensors (biases) and modulation tables get no weight decay."""
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters in two AdamW groups: biases and modulation tables get no weight decay."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or name.endswith("scale_shift_table") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def lr_multiplier(step: int, warmup_steps: int, schedule: str, max_steps: int) -> float:

@@ -1,11 +1,12 @@
-"""The DiT training loop, single process, on synthetic latents (the debug-size smoke run).
+"""The DiT trainer: DeepSpeed ZeRO on one process, one node or many; exact resume.
 
-    batch -> caption dropout -> objective.loss(model, latents, text) -> backward (x grad accumulation)
-          -> clip grad norm -> AdamW step -> lr schedule -> metrics.jsonl / W&B
+    batch -> caption dropout -> objective.loss(engine, latents, text) -> engine.backward / engine.step
+          (ZeRO reduces, clips, accumulates, steps AdamW and the LR schedule) -> EMA
+          -> metrics.jsonl / W&B -> checkpoints/step_N (atomic) -> final/transformer (diffusers)
 
-DeepSpeed ZeRO, multi-process launch, shard streaming and resumable checkpoints build on this loop
-in the trainer issue; until then anything that needs them is refused with a clear error rather
-than silently run differently.
+Relaunching with the same ``run.dir`` resumes from the newest complete checkpoint and continues
+exactly (model, optimizer, LR schedule, EMA, loader position, every rank's RNG), up to
+``train.max_steps``, also when that was raised.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,15 @@ from tqdm import tqdm
 
 from allegro_train.config import ConfigError, TrainConfig
 from allegro_train.config.schema import dit_config_for
-from allegro_train.data import SyntheticLatents, latent_shape
+from allegro_train.data import SyntheticLoader, latent_shape
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, dit_train_flops
-from allegro_train.training.metrics import MetricsLogger
-from allegro_train.training.optim import build_optimizer, lr_multiplier
+from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from allegro_train.parallel.zero import deepspeed_config
+from allegro_train.training.checkpoint import CheckpointManager
+from allegro_train.training.ema import EMA, full_module_state_dict
+from allegro_train.training.metrics import MetricsLogger, StepStats
+from allegro_train.training.optim import lr_multiplier, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -59,99 +64,152 @@ def build_objective(diffusion_cfg, num_tokens: int) -> DiffusionObjective:
                               flow_logit_std=d.flow_logit_std, flow_shift=flow_shift)
 
 
-def _refuse_unsupported(cfg: TrainConfig) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("this trainer runs one process; multi-process DeepSpeed training is not built yet")
+def build_loader(cfg: TrainConfig, dit, dist: DistInfo) -> SyntheticLoader:
     if cfg.data.shards:
         raise ConfigError(f"data.shards={list(cfg.data.shards)}: streaming from shards is not built yet; "
                           "leave data.shards empty for synthetic data")
-    if cfg.parallel.offload_optimizer or cfg.parallel.offload_params or cfg.parallel.sequence_parallel > 1:
-        raise ConfigError("parallel.offload_* and parallel.sequence_parallel need the DeepSpeed trainer, not built yet")
-    if str(cfg.parallel.precision) == "fp16":
-        raise ConfigError("parallel.precision='fp16' is not supported; use bf16 or fp32")
+    buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
+    grids = [latent_shape(*b, cfg.data.vae_temporal_compression, cfg.data.vae_spatial_compression) for b in buckets]
+    return SyntheticLoader(buckets, grids, dit.in_channels, cfg.data.text_len, dit.caption_channels,
+                           cfg.data.batch_size, dist.rank, dist.world_size, cfg.run.seed)
 
 
-def save_transformer(model: AllegroDiT, folder: Path) -> None:
-    """diffusers ``transformer/`` folder, written beside and renamed into place when complete."""
+def tokens_of(dit, bucket, data_cfg) -> tuple[tuple[int, int, int], int]:
+    grid = latent_shape(*bucket, data_cfg.vae_temporal_compression, data_cfg.vae_spatial_compression)
+    return grid, grid[0] * (grid[1] // dit.patch_size) * (grid[2] // dit.patch_size)
+
+
+def export_transformer(state: dict[str, torch.Tensor], config, folder: Path) -> None:
+    """A diffusers ``transformer/`` folder, written beside and renamed into place when complete."""
+    with torch.device("meta"):
+        model = AllegroDiT(config)
+    model.load_state_dict(state, assign=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
+    shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train for ``train.max_steps`` optimizer steps; returns a summary (first/last loss, paths)."""
-    _refuse_unsupported(cfg)
-    torch.manual_seed(cfg.run.seed)
-    run_dir = Path(cfg.run.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+def max_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # peak RSS on CPU
 
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train to ``train.max_steps`` optimizer steps; returns a summary (losses, paths) on every rank."""
+    dist = init_distributed()
+    try:
+        return _train(cfg, dist)
+    finally:
+        shutdown()
+
+
+def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+    import deepspeed
+
+    run_dir = Path(cfg.run.dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model)
     dit = model.config
-    # One synthetic source per bucket; steps take buckets in turn (a batch never mixes buckets).
-    grids = [latent_shape(b.frames, b.height, b.width, cfg.data.vae_temporal_compression,
-                          cfg.data.vae_spatial_compression) for b in cfg.data.buckets]
-    datasets = [SyntheticLatents(grid, dit.in_channels, cfg.data.text_len, dit.caption_channels, seed=cfg.run.seed)
-                for grid in grids]
-    null_states, null_mask = datasets[0].null_caption()
-    # one objective for all buckets: the flow shift (if any) is chosen for the largest bucket
-    tokens = max(t * (h // dit.patch_size) * (w // dit.patch_size) for t, h, w in grids)
-    objective = build_objective(cfg.diffusion, tokens)
-    optimizer = build_optimizer(model, cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay, cfg.optim.eps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), cfg.train.max_steps))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if str(cfg.parallel.precision) == "bf16" else nullcontext()
-    generator = torch.Generator().manual_seed(cfg.run.seed + 1)
-    step_flops = [dit_train_flops(dit, grid, cfg.data.text_len, cfg.data.batch_size) * cfg.optim.grad_accum_steps
-                  for grid in grids]
+    loader = build_loader(cfg, dit, dist)
+    null_states, null_mask = loader.null_caption()
+    objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in loader.buckets))
+    max_steps = cfg.train.max_steps
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=deepspeed_config(cfg),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), max_steps)))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.parallel.precision), torch.float32)
+    ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+    # noise, timesteps and caption dropout differ per rank, reproducibly
+    generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + dist.rank)
 
-    logger = MetricsLogger(run_dir, str(cfg.logging.wandb_mode), cfg.logging.wandb_project,
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
+    step = 0
+    latest = checkpoints.latest() if cfg.checkpoint.resume else None
+    if latest is not None:
+        meta, rank_state = checkpoints.load(latest, engine, ema)
+        step = meta["step"]
+        loader.load_state_dict(rank_state["data"])
+        generator.set_state(rank_state["rng"]["generator"])
+        torch.set_rng_state(rank_state["rng"]["torch"])
+        log.info("resumed from %s (step %d, written by %d ranks)", latest, step, meta["world_size"])
+
+    logger = MetricsLogger(run_dir, dist.is_main, str(cfg.logging.wandb_mode), cfg.logging.wandb_project,
                            cfg.logging.wandb_entity, cfg.run.name,
-                           OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    log.info("training %s (%.1fM parameters) on synthetic latents %s, %d steps, run dir %s", cfg.model.name,
-             sum(p.numel() for p in model.parameters()) / 1e6, ", ".join("x".join(map(str, g)) for g in grids),
-             cfg.train.max_steps, run_dir)
+                           OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), resume_step=step)
+    stats = StepStats(cfg.diffusion.num_train_timesteps)
+    flow = str(cfg.diffusion.objective) == "flow"
+    accum = cfg.optim.grad_accum_steps
+    global_batch = cfg.data.batch_size * accum * dist.world_size
+    if dist.is_main:
+        log.info("training %s (%.1fM parameters), ZeRO-%d on %d rank(s), steps %d -> %d, run dir %s",
+                 cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6, cfg.parallel.zero_stage,
+                 dist.world_size, step, max_steps, run_dir)
+
+    def model_fn(noisy, timesteps, text_states, text_mask):
+        return engine(noisy.to(dtype), timesteps, text_states.to(dtype), text_mask)
+
     losses: list[float] = []
-    sample_index = 0
-    model.train()
-    for step in tqdm(range(cfg.train.max_steps), desc="train", disable=None):
+    engine.train()
+    progress = tqdm(total=max_steps, initial=step, desc="train", disable=not dist.is_main or None)
+    while step < max_steps:
         start = time.perf_counter()
-        step_loss = 0.0
-        bucket = step % len(datasets)
-        for _ in range(cfg.optim.grad_accum_steps):
-            batch = datasets[bucket].batch(sample_index, cfg.data.batch_size)
-            sample_index += cfg.data.batch_size
+        step_loss, step_flops, step_tokens = 0.0, 0, 0
+        for _ in range(accum):
+            batch = next(loader)
+            grid, tokens = tokens_of(dit, batch["bucket"], cfg.data)
             text, mask = drop_captions(batch["text_states"], batch["text_mask"], null_states, null_mask,
                                        cfg.diffusion.caption_dropout, generator)
-            with autocast:
-                out = objective.loss(model, batch["latents"], {"text_states": text, "text_mask": mask}, generator)
-            # average, not sum, over micro-batches so the lr means the same at any accumulation
-            (out.loss / cfg.optim.grad_accum_steps).backward()
-            step_loss += out.loss.item() / cfg.optim.grad_accum_steps
-        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(grad_norm):
-            raise FloatingPointError(f"step {step}: gradient norm is {grad_norm}; loss {step_loss}")
-        losses.append(step_loss)
+            latents = batch["latents"].to(dist.device)
+            out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
+                                                     "text_mask": mask.to(dist.device)}, generator)
+            engine.backward(out.loss)  # DeepSpeed divides by the accumulation steps
+            engine.step()  # steps the optimizer and LR schedule at the accumulation boundary only
+            step_loss += out.loss.item() / accum
+            step_flops += dit_train_flops(dit, grid, batch["text_states"].shape[1], len(latents))
+            step_tokens += tokens * len(latents)
+            t = out.timesteps.float() * (cfg.diffusion.num_train_timesteps if flow else 1)
+            stats.add(out.per_sample, t, batch["bucket"])
+        if ema is not None:
+            ema.update()
+        step += 1
+        progress.update()
+        totals = all_reduce_sum(torch.tensor([step_loss, step_flops, step_tokens], dtype=torch.float64))
+        loss = float(totals[0]) / dist.world_size
+        losses.append(loss)
         seconds = time.perf_counter() - start
-        if (step + 1) % cfg.logging.every_steps == 0 or step + 1 == cfg.train.max_steps:
-            logger.log(step + 1, {"loss": step_loss, "grad_norm": float(grad_norm), "lr": schedule.get_last_lr()[0],
-                                  "step_seconds": seconds, "model_tflops": step_flops[bucket] / seconds / 1e12,
-                                  "bucket": bucket})
+        if step % cfg.logging.every_steps == 0 or step == max_steps:
+            grad_norm = engine.get_global_grad_norm()
+            logger.log(step, {
+                "loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": global_batch / seconds,
+                "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
+                "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
+                "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum)})
+        if step % cfg.checkpoint.every_steps == 0 or step == max_steps:
+            rank_state = {"data": loader.state_dict(),
+                          "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
+            checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage})
+    progress.close()
     logger.close()
 
+    # Export: the EMA weights when there are any (what one samples with), else the trained ones.
+    state = ema.full_state_dict() if ema is not None else full_module_state_dict(engine.module)
     final = run_dir / "final" / "transformer"
-    final.parent.mkdir(exist_ok=True)
-    save_transformer(model, final)
+    if dist.is_main:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        export_transformer(state, dit, final)
     window = max(1, len(losses) // 5)
-    summary = {"steps": len(losses), "first_loss": sum(losses[:window]) / window,
-               "last_loss": sum(losses[-window:]) / window, "transformer": str(final), "metrics": str(logger.path)}
-    log.info("done: mean loss of the first %d steps %.4f -> last %d steps %.4f; weights in %s",
-             window, summary["first_loss"], window, summary["last_loss"], final)
+    summary = {"steps": step, "losses": losses, "first_loss": sum(losses[:window]) / window,
+               "last_loss": sum(losses[-window:]) / window, "transformer": str(final),
+               "metrics": str(logger.path)}
+    if dist.is_main and losses:
+        log.info("done at step %d: mean loss %.4f (first %d steps this launch) -> %.4f (last %d); weights in %s",
+                 step, summary["first_loss"], window, summary["last_loss"], window, final)
     return summary
