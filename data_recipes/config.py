@@ -21,8 +21,6 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from allegro_train.config.load import _error_chain  # one unwrapping of Hydra's errors for both CLIs
-
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_NAME = "curate"
 
@@ -208,6 +206,10 @@ def validate(cfg: CurateConfig) -> None:
 
 def load_config(overrides: Sequence[str] = ()) -> CurateConfig:
     """Compose ``configs/curate.yaml`` with Hydra-syntax ``overrides`` and validate it."""
+    # One unwrapping of Hydra's errors for both CLIs; imported here because allegro_train.config
+    # imports torch, which worker processes that only import this module should not pay for.
+    from allegro_train.config.load import _error_chain
+
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))

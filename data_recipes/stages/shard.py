@@ -13,8 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import webdataset as wds
-
 from data_recipes.catalog import score_columns
 from data_recipes.config import ShardConfig
 
@@ -31,6 +29,8 @@ def sample_metadata(row: dict[str, Any], scores: list[str]) -> dict[str, Any]:
 
 def write_shards(rows: list[dict[str, Any]], output_dir: Path, name: str, cfg: ShardConfig) -> list[Path]:
     """Write ``rows`` (catalog rows) to ``output_dir/shards/<name>/shard-NNNNNN.tar``; return the tars."""
+    import webdataset as wds  # imports torch: kept out of the worker processes, which never shard
+
     final = output_dir / "shards" / name
     partial = final.with_name(name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
