@@ -172,7 +172,7 @@ def run(cfg: CurateConfig) -> dict[str, Any]:
     shards = write_shards(selection.kept, output_dir, cfg.select.name, cfg.shard) if Stage.shard in stages else []
     report = build_report(video_catalog, clip_catalog, selection, cfg.select.name, shards, stages)
     (output_dir / "report.json").write_text(json.dumps(report, indent=2))
-    if shards:
-        (shards[0].parent / "manifest.json").write_text(json.dumps(report, indent=2))
+    if Stage.shard in stages:
+        (output_dir / "shards" / cfg.select.name / "manifest.json").write_text(json.dumps(report, indent=2))
     log.info("report: %s", json.dumps({k: report[k] for k in ("videos_seen", "videos_corrupt", "clips_detected", "clips_kept", "dropped")}))
     return report
