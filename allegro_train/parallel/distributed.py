@@ -14,6 +14,9 @@ import torch
 import torch.distributed as dist
 
 
+_ENV_SET_HERE: list[str] = []  # rendezvous variables init_distributed invented for a one-process run
+
+
 @dataclass(frozen=True)
 class DistInfo:
     rank: int
@@ -38,10 +41,11 @@ def init_distributed() -> DistInfo:
     if not on_gpu:
         # DeepSpeed otherwise probes for CUDA; its CPU accelerator runs ZeRO over gloo.
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    if "RANK" not in os.environ:
+    if "RANK" not in os.environ:  # a plain `python ...`: a group of one, undone by shutdown()
+        single = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                  "MASTER_PORT": str(_free_port())}
+        _ENV_SET_HERE.extend(k for k in single if k not in os.environ)
         os.environ.update(single)
-        os.environ["MASTER_PORT"] = str(_free_port())
     import deepspeed
 
     if not dist.is_initialized():
@@ -65,6 +69,22 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        _forget_deepspeed_groups()
+    while _ENV_SET_HERE:
+        os.environ.pop(_ENV_SET_HERE.pop(), None)
+
+
+def _forget_deepspeed_groups() -> None:
+    """DeepSpeed caches process groups in module globals; drop them with the group they belong to,
+    so a second run in the same process (tests, notebooks) builds fresh ones."""
+    import deepspeed.comm.comm as ds_comm
+    import deepspeed.utils.groups as ds_groups
+
+    for name, value in list(vars(ds_groups).items()):
+        if name.startswith("_") and name.endswith(("_GROUP", "_GROUP_RANKS")):
+            setattr(ds_groups, name, {} if isinstance(value, dict) else None)
+    ds_groups.mpu = None
+    ds_comm.cdb = None
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:

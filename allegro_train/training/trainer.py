@@ -91,6 +91,12 @@ def export_transformer(state: dict[str, torch.Tensor], config, folder: Path) -> 
     os.replace(tmp, folder)
 
 
+def unclipped_grad_norm(module: torch.nn.Module) -> float:
+    """Global L2 norm of the (already all-reduced) gradients of a replicated model."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
 def max_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
@@ -161,7 +167,9 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     while step < max_steps:
         start = time.perf_counter()
         step_loss, step_flops, step_tokens = 0.0, 0, 0
-        for _ in range(accum):
+        pre_step_norm = None
+        lr = scheduler.get_last_lr()[0]  # the lr this step's update uses
+        for micro in range(accum):
             batch = next(loader)
             grid, tokens = tokens_of(dit, batch["bucket"], cfg.data)
             text, mask = drop_captions(batch["text_states"], batch["text_mask"], null_states, null_mask,
@@ -170,6 +178,8 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
             out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
                                                      "text_mask": mask.to(dist.device)}, generator)
             engine.backward(out.loss)  # DeepSpeed divides by the accumulation steps
+            if micro == accum - 1 and cfg.parallel.zero_stage == 0:
+                pre_step_norm = unclipped_grad_norm(engine.module)  # ZeRO-0 clips without reporting it
             engine.step()  # steps the optimizer and LR schedule at the accumulation boundary only
             step_loss += out.loss.item() / accum
             step_flops += dit_train_flops(dit, grid, batch["text_states"].shape[1], len(latents))
@@ -185,10 +195,10 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         losses.append(loss)
         seconds = time.perf_counter() - start
         if step % cfg.logging.every_steps == 0 or step == max_steps:
-            grad_norm = engine.get_global_grad_norm()
+            grad_norm = pre_step_norm if pre_step_norm is not None else engine.get_global_grad_norm()
             logger.log(step, {
                 "loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "lr": scheduler.get_last_lr()[0], "samples_per_s": global_batch / seconds,
+                "lr": lr, "samples_per_s": global_batch / seconds,
                 "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
                 "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
                 "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum)})
