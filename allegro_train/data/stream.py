@@ -66,12 +66,11 @@ class WorkerStream:
                 yield from self._place(*out)
             self._end_epoch(shards)
             if spec.epochs is not None and st.epoch + 1 >= spec.epochs:
-                rest = list(self.batcher.flush())
-                for i, (index, items) in enumerate(rest):
-                    st.done = i == len(rest) - 1
+                for index, items in self.batcher.flush():  # lazily: each snapshot holds what is still buffered
+                    st.done = not any(self.batcher.buffers)
                     yield self._batch(index, items)
                 return
-            st.epoch, st.shard_pos, st.member, st.picks = st.epoch + 1, 0, 0, 0
+            st.epoch, st.shard_pos, st.member, st.picks, st.accepted_in_epoch = st.epoch + 1, 0, 0, 0, 0
             self.shuffle = ShuffleBuffer(spec.shuffle_buffer, spec.sample.seed, st.epoch, self.slot)
 
     # ------------------------------------------------------------------------------ internals
@@ -145,4 +144,3 @@ class WorkerStream:
             urls = [self.spec.urls[i] for i in shards]
             raise RuntimeError(f"{self.name}: epoch {st.epoch} of shards {urls[:5]}{'...' if len(urls) > 5 else ''} "
                                f"gave no usable sample; skipped by reason: {st.rejects}")
-        st.accepted_in_epoch = 0

@@ -15,6 +15,11 @@ from typing import Optional
 import numpy as np
 import webdataset as wds
 
+from allegro_train.config.schema import BucketConfig, DataConfig
+
+# Two latent buckets, so batches must sort samples by bucket; text lengths vary to exercise padding.
+LATENT_BUCKETS = [(8, 32, 32), (1, 32, 64)]
+
 
 @functools.lru_cache(maxsize=None)
 def testsrc_mp4(frames: int, height: int, width: int, fps: int = 8) -> bytes:
@@ -81,3 +86,14 @@ def write_shard(path: Path, samples: list[dict]) -> str:
         for sample in samples:
             sink.write(sample)
     return str(path)
+
+
+def data_config(shards, **kw) -> DataConfig:
+    buckets = kw.pop("buckets", LATENT_BUCKETS)
+    cfg = DataConfig(shards=[shards] if isinstance(shards, str) else shards,
+                     buckets=[BucketConfig(frames=f, height=h, width=w) for f, h, w in buckets])
+    cfg.num_workers, cfg.batch_size, cfg.shuffle_buffer = 0, 2, 4
+    for key, value in kw.items():
+        assert hasattr(cfg, key), key
+        setattr(cfg, key, value)
+    return cfg
