@@ -12,7 +12,7 @@ layout replays.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -66,7 +66,7 @@ class _Workers(IterableDataset):
     def __init__(self, spec: StreamSpec, states: list[dict], offset: int):
         self.spec, self.states, self.offset = spec, states, offset
 
-    def __iter__(self) -> Iterator[tuple[int, dict, dict[str, Any]]]:
+    def __iter__(self) -> Iterator[tuple[int, dict, Optional[dict[str, Any]]]]:
         info = get_worker_info()
         worker = ((info.id if info else 0) + self.offset) % self.spec.workers
         for batch, state in WorkerStream(self.spec, worker, WorkerState.from_dict(self.states[worker])):
@@ -95,7 +95,8 @@ class ShardLoader:
         for worker, state, batch in source:
             self.states[worker] = WorkerState.from_dict(state)
             self.next_worker = (worker + 1) % self.spec.workers
-            yield batch
+            if batch is not None:  # None: a finite worker's last word, its final counts
+                yield batch
 
     def state_dict(self) -> dict[str, Any]:
         """Plain ints, strings, lists and dicts (``torch.save`` + ``weights_only=True`` load)."""

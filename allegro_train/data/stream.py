@@ -45,8 +45,9 @@ class WorkerStream:
             raise ValueError(f"loader state holds {len(state.buckets)} bucket buffers but data.buckets has "
                              f"{len(spec.sample.table)}: the bucket table changed since the state was saved")
 
-    def __iter__(self) -> Iterator[tuple[dict[str, Any], dict]]:
-        """(batch, state snapshot) pairs until the last epoch (forever when ``epochs`` is None)."""
+    def __iter__(self) -> Iterator[tuple[Optional[dict[str, Any]], dict]]:
+        """(batch, state snapshot) pairs until the last epoch (forever when ``epochs`` is None); a
+        finite stream ends with (None, final snapshot)."""
         st, spec = self.state, self.spec
         if st.done:
             return
@@ -67,8 +68,9 @@ class WorkerStream:
             self._end_epoch(shards)
             if spec.epochs is not None and st.epoch + 1 >= spec.epochs:
                 for index, items in self.batcher.flush():  # lazily: each snapshot holds what is still buffered
-                    st.done = not any(self.batcher.buffers)
                     yield self._batch(index, items)
+                st.done = True
+                yield None, self._snapshot()  # no batch: the final counts and position reach the main process
                 return
             st.epoch, st.shard_pos, st.member, st.picks, st.accepted_in_epoch = st.epoch + 1, 0, 0, 0, 0
             self.shuffle = ShuffleBuffer(spec.shuffle_buffer, spec.sample.seed, st.epoch, self.slot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardgen import LATENT_BUCKETS, latent_sample, write_shard
+from shardgen import LATENT_BUCKETS, image_sample, latent_sample, video_sample, write_shard
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +18,20 @@ def latent_shards(tmp_path_factory):
         write_shard(root / f"{s:03d}.tar", samples)
         keys += [x["__key__"] for x in samples]
     return str(root / "{000..007}.tar"), keys
+
+
+# Online path: videos of a few frames at 32-64 px and PNG images.
+VIDEO_BUCKETS = [(8, 32, 32), (4, 32, 64), (1, 32, 32)]
+
+
+@pytest.fixture(scope="session")
+def video_shards(tmp_path_factory):
+    """4 shards x 3 raw samples: 12-frame 48x64 clips, 6-frame 40x80 clips and 40x40 PNGs."""
+    root = tmp_path_factory.mktemp("video")
+    keys = []
+    for s in range(4):
+        samples = [video_sample(f"v{s}_0", 12, 48, 64), video_sample(f"v{s}_1", 6, 40, 80),
+                   image_sample(f"v{s}_2", 40, 40)]
+        write_shard(root / f"{s:03d}.tar", samples)
+        keys += [x["__key__"] for x in samples]
+    return str(root / "{000..003}.tar"), keys

@@ -22,7 +22,7 @@ LATENT_BUCKETS = [(8, 32, 32), (1, 32, 64)]
 
 
 @functools.lru_cache(maxsize=None)
-def testsrc_mp4(frames: int, height: int, width: int, fps: int = 8) -> bytes:
+def encode_testsrc(frames: int, height: int, width: int, fps: int = 8) -> bytes:
     """An H.264 mp4 of ``frames`` frames of ffmpeg's testsrc at height x width."""
     import av
 
@@ -61,7 +61,7 @@ def npy(array: np.ndarray) -> bytes:
 def video_sample(key: str, frames: int, height: int, width: int, caption: Optional[str] = "a test pattern",
                  fps: int = 8) -> dict:
     meta = {"caption": caption, "fps": float(fps), "num_frames": frames, "height": height, "width": width}
-    return {"__key__": key, "json": json.dumps(meta).encode(), "mp4": testsrc_mp4(frames, height, width, fps)}
+    return {"__key__": key, "json": json.dumps(meta).encode(), "mp4": encode_testsrc(frames, height, width, fps)}
 
 
 def image_sample(key: str, height: int, width: int, caption: str = "noise") -> dict:
