@@ -91,7 +91,7 @@ def _pyav(data: bytes, indices: list[int]) -> np.ndarray:
     wanted, frames, count = set(indices), {}, 0
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = 1  # like the other backends: parallelism comes from loader workers
         for count, frame in enumerate(container.decode(stream), start=1):
             if count - 1 in wanted:
                 frames[count - 1] = frame.to_ndarray(format="rgb24")
@@ -155,24 +155,21 @@ def decode_image(data: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(array.copy())[None]
 
 
-def resize_crop(frames: torch.Tensor, height: int, width: int, chunk: int = 16) -> torch.Tensor:
+def resize_crop(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8 [F, H, W, 3] -> float32 [3, F, height, width] in [-1, 1]: cover the size, centre-crop.
 
-    Scaled by one factor (no stretching) with antialiasing; ``chunk`` frames at a time bound the
-    float32 working memory of long 720p clips.
+    Scaled by one factor (no stretching), antialiased, in uint8: torch's channels-last uint8
+    resize is ~10x faster on CPU than the float one, and the frames are 8-bit anyway.
     """
     n, h, w, _ = frames.shape
     scale = max(height / h, width / w)
     size = (max(height, round(h * scale)), max(width, round(w * scale)))
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    out = torch.empty(3, n, height, width)
-    for i in range(0, n, chunk):
-        x = frames[i:i + chunk].permute(0, 3, 1, 2).float()  # [f, 3, H, W]
-        if size != (h, w):
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        x = x[:, :, top:top + height, left:left + width]  # [f, 3, height, width]
-        out[:, i:i + chunk] = x.permute(1, 0, 2, 3).clamp(0, 255) / 127.5 - 1
-    return out
+    x = frames.permute(0, 3, 1, 2)  # [F, 3, H, W], channels-last in memory
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    x = x[:, :, top:top + height, left:left + width]  # [F, 3, height, width]
+    return x.permute(1, 0, 2, 3).float() / 127.5 - 1  # [3, F, height, width]
 
 
 def sample_latent(moments: np.ndarray, generator: torch.Generator, scaling: float) -> torch.Tensor:
