@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "data")]
 from allegro_train.config.schema import BucketConfig, DataConfig, DecodeBackend  # noqa: E402
@@ -39,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-tokens", type=int, default=120, help="T5 states per precomputed caption [L, 4096]")
     p.add_argument("--workers", type=int, default=0, help="data.num_workers")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the main process (workers always use 1); 1 keeps a shared CPU from "
+                        "turning OpenMP spin-waits into the measurement")
     return p.parse_args(argv)
 
 
@@ -77,6 +82,7 @@ def decode_only(backend: DecodeBackend, args: argparse.Namespace) -> float:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         video, latent = write_shards(Path(tmp), args)
@@ -93,7 +99,7 @@ def main(argv=None) -> None:
         rows.append(("precomputed (latents + T5 states)", *best, None))
     f, h, w = args.source
     print(f"{args.clips} samples, source {f}x{h}x{w} H.264 -> bucket {'x'.join(map(str, args.bucket))}, "
-          f"num_workers={args.workers}, batch 1; {platform.processor() or platform.machine()}, "
+          f"num_workers={args.workers}, {args.threads} torch thread(s), batch 1; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs visible\n")
     print("| path | samples/s | frames/s | decode only, frames/s |")
     print("|---|---|---|---|")
