@@ -7,7 +7,7 @@ precomputed path, through ``build_loader`` (read, shuffle, decode, resize + crop
 The shards are written first into a temporary folder: H.264 clips of ffmpeg's testsrc pattern
 (the tests' writer, tests/data/shardgen.py) and precomputed samples of random moments and T5
 states of the shapes the released model trains on. Each case runs ``--repeats`` times, best kept
-(other processes share the CPU). "decode only" times the backend alone on the same frames, to
+(other processes share the CPU), timed from the first batch on. "decode only" times the backend alone on the same frames, to
 separate decoding from resizing. Results go to docs/data.md with date, machine and command.
 """
 
@@ -60,11 +60,15 @@ def write_shards(root: Path, args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run_loader(shards: str, args: argparse.Namespace, **kw) -> tuple[float, int, int]:
-    """Seconds for one epoch, samples and frames loaded."""
+    """Seconds, samples and frames of one epoch after its first batch (steady state: worker start-up
+    and the first shard's open are left out)."""
     cfg = DataConfig(shards=[shards], buckets=[BucketConfig(*args.bucket)], batch_size=1,
                      num_workers=args.workers, epochs=1, shuffle_buffer=8, **kw)
-    start, samples, frames = time.perf_counter(), 0, 0
+    start, samples, frames = None, 0, 0
     for batch in build_loader(cfg, seed=0):
+        if start is None:
+            start = time.perf_counter()
+            continue
         samples += len(batch["keys"])
         frames += len(batch["keys"]) * batch["bucket"][0]
     return time.perf_counter() - start, samples, frames
