@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, get_args, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from allegro_train.data.buckets import latent_shape
 from allegro_train.models.dit import DIT_CONFIGS, DiTConfig, dit_config, parse_checkpointing
 
 
@@ -61,6 +62,12 @@ class Precision(_StrEnum):
     bf16 = "bf16"
     fp16 = "fp16"
     fp32 = "fp32"
+
+
+class DecodeBackend(_StrEnum):
+    decord = "decord"  # the default: fastest seek-to-frame on H.264 clips
+    pyav = "pyav"
+    torchcodec = "torchcodec"  # an optional install (pip install torchcodec; needs ffmpeg's shared libraries)
 
 
 class WandbMode(_StrEnum):
@@ -119,6 +126,22 @@ class DataConfig:
     precomputed: bool = True  # shards hold VAE latents and T5 states rather than pixels and captions
     vae_temporal_compression: int = 4  # 88 frames -> 22 latents
     vae_spatial_compression: int = 8
+    latent_scaling_factor: float = 0.13  # the released VAE's; precomputed latents are stored unscaled
+    # Streaming (allegro_train/data, docs/data.md). The loader is endless unless epochs is set.
+    epochs: Optional[int] = None  # None: loop over the shards forever; N: stop after N passes
+    shuffle_buffer: int = 64  # raw samples held per worker (memory: ~64 x 10 MB at 88x720p)
+    shard_retries: int = 2  # reopen a failing shard this often (resuming where it broke), then skip it
+    # Online path (precomputed=false): how raw clips become bucket-sized pixels.
+    decode_backend: DecodeBackend = DecodeBackend.decord
+    frame_stride: int = 1  # take every k-th frame of the source
+    target_fps: Optional[float] = None  # resample to this rate instead (stride = clip fps / target_fps)
+    max_upscale: float = 1.0  # a sample goes to no bucket it would have to be enlarged more than this for
+    # Batch size per bucket from a budget of latent positions (T' x H' x W'; DiT tokens are these over
+    # patch^2): batch = token_budget // positions. None: data.batch_size for every bucket.
+    token_budget: Optional[int] = None
+    # Share of batches drawn from image buckets (frames 1) when the table has both kinds; None: batches
+    # leave in the order their buckets fill, which follows the data's own mix.
+    image_fraction: Optional[float] = None
 
 
 @dataclass
@@ -244,7 +267,12 @@ _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
       "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
       "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps"),
      lambda v: v >= 1, "must be >= 1"),
-    (("data.num_workers", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps"),
+    (("data.shuffle_buffer", "data.frame_stride"), lambda v: v >= 1, "must be >= 1"),
+    (("data.epochs",), lambda v: v is None or v >= 1, "must be >= 1, or null for an endless loader"),
+    (("data.target_fps", "data.latent_scaling_factor"), lambda v: v is None or v > 0, "must be > 0"),
+    (("data.max_upscale",), lambda v: v >= 1, "must be >= 1 (1: never enlarge a sample)"),
+    (("data.image_fraction",), lambda v: v is None or 0 <= v <= 1, "is a share of batches, must be in [0, 1]"),
+    (("data.num_workers", "data.shard_retries", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps"),
      lambda v: v >= 0, "must be >= 0"),
     (("optim.lr", "optim.eps", "diffusion.flow_logit_std", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
     (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
@@ -256,6 +284,13 @@ _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
     (("optim.betas",), lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)"),
     (("parallel.zero_stage",), lambda v: v in (0, 1, 2, 3), "must be 0, 1, 2 or 3"),
 ]
+
+
+def _latent_positions(bucket: BucketConfig, data: DataConfig) -> int:
+    """T' x H' x W' of a bucket's latent: the unit of ``data.token_budget``."""
+    t, h, w = latent_shape(bucket.frames, bucket.height, bucket.width, max(data.vae_temporal_compression, 1),
+                           max(data.vae_spatial_compression, 1))
+    return t * h * w
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -309,6 +344,15 @@ def validate(cfg: TrainConfig) -> None:
             size = getattr(bucket, side)
             check(size > 0 and size % spatial == 0, f"{key}.{side}", size,
                   f"must be a positive multiple of {spatial} (VAE compression x DiT patch)")
+
+    if data.token_budget is not None and data.buckets:
+        positions = max(_latent_positions(b, data) for b in data.buckets)
+        check(data.token_budget >= positions, "data.token_budget", data.token_budget,
+              f"must hold one sample of the largest bucket ({positions} latent positions)")
+    if data.image_fraction is not None:
+        kinds = {b.frames == 1 for b in data.buckets}
+        check(kinds == {True, False}, "data.image_fraction", data.image_fraction,
+              "mixes image and video batches, so data.buckets needs both (frames 1 and frames > 1)")
 
     beta_start, beta_end = cfg.diffusion.beta_start, cfg.diffusion.beta_end
     check(beta_start < beta_end < 1, "diffusion.beta_end", beta_end, f"must be in (beta_start={beta_start}, 1)")

@@ -1,5 +1,20 @@
-"""Training data: synthetic latent clips for debug runs (webdataset shards and buckets come with the loader issue)."""
+"""Training data: WebDataset shards streamed into buckets (``build_loader``) and synthetic latents for debug runs.
 
-from allegro_train.data.synthetic import SyntheticLatents, SyntheticLoader, latent_shape
+``build_loader`` is imported on first use, so ``import allegro_train.data`` (which the config
+schema does, for ``latent_shape``) stays free of webdataset and the video decoders.
+"""
 
-__all__ = ["SyntheticLatents", "SyntheticLoader", "latent_shape"]
+from typing import Any
+
+from allegro_train.data.buckets import latent_shape
+from allegro_train.data.synthetic import SyntheticLatents, SyntheticLoader
+
+__all__ = ["SyntheticLatents", "SyntheticLoader", "build_loader", "latent_shape"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "build_loader":
+        from allegro_train.data.loader import build_loader
+
+        return build_loader
+    raise AttributeError(f"module 'allegro_train.data' has no attribute {name!r}")

@@ -12,11 +12,6 @@ import torch
 import torch.nn.functional as F
 
 
-def latent_shape(frames: int, height: int, width: int, temporal: int = 4, spatial: int = 8) -> tuple[int, int, int]:
-    """Pixel clip size -> latent grid (T', H', W'); an image (1 frame) stays 1 latent frame."""
-    return (1 if frames == 1 else frames // temporal, height // spatial, width // spatial)
-
-
 class SyntheticLatents:
     def __init__(self, grid: tuple[int, int, int], channels: int, text_len: int, caption_channels: int,
                  num_prompts: int = 8, seed: int = 0):

@@ -118,6 +118,13 @@ def test_bad_key_type_or_enum_fails_naming_the_key(override, key):
         (["data.buckets=[{frames: 6, height: 64, width: 64}]"], "data.buckets[0].frames"),
         (["data.buckets=[{frames: 8, height: 64}]"], "data.buckets[0].width"),
         (["data.buckets=[]"], "data.buckets"),
+        (["data.token_budget=100"], "data.token_budget"),  # the 8x64x64 bucket alone is 2x8x8=128 positions
+        (["data.image_fraction=0.5"], "data.image_fraction"),  # needs image and video buckets
+        (["data.image_fraction=1.5"], "data.image_fraction"),
+        (["data.max_upscale=0.5"], "data.max_upscale"),
+        (["data.shuffle_buffer=0"], "data.shuffle_buffer"),
+        (["data.epochs=0"], "data.epochs"),
+        (["data.decode_backend=opencv"], "data.decode_backend"),
         (["parallel.zero_stage=4"], "parallel.zero_stage"),
         (["parallel.offload_params=true"], "parallel.offload_params"),
         (["diffusion.caption_dropout=1.5"], "diffusion.caption_dropout"),
@@ -134,6 +141,8 @@ def test_semantic_errors_raise_config_error_naming_the_key(overrides, key):
 def test_valid_semantic_overrides_pass():
     cfg = load_config(["model=allegro_2.8b", "parallel.sequence_parallel=8", "model.activation_checkpointing=every_2"])
     assert cfg.parallel.sequence_parallel == 8
+    cfg = load_config(["+stage=demo", "data.token_budget=128", "data.image_fraction=0.25", "data.decode_backend=pyav"])
+    assert cfg.data.image_fraction == 0.25 and cfg.data.decode_backend == "pyav"
 
 
 def test_unknown_key_inside_a_stage_yaml_fails_naming_it(tmp_path):
