@@ -127,6 +127,9 @@ class DataConfig:
     vae_temporal_compression: int = 4  # 88 frames -> 22 latents
     vae_spatial_compression: int = 8
     latent_scaling_factor: float = 0.13  # the released VAE's; precomputed latents are stored unscaled
+    # T5 states of the empty caption (.npy [L, D]), trained on with p = diffusion.caption_dropout;
+    # written by the precompute step. Synthetic debug data brings its own.
+    null_caption: Optional[str] = None
     # Streaming (allegro_train/data, docs/data.md). The loader is endless unless epochs is set.
     epochs: Optional[int] = None  # None: loop over the shards forever; N: stop after N passes
     shuffle_buffer: int = 64  # raw samples held per worker (memory: ~64 x 10 MB at 88x720p)
@@ -332,6 +335,9 @@ def validate(cfg: TrainConfig) -> None:
 
     check(data.shards is not None, "data.shards", data.shards,
           "data=shards needs the shard paths, e.g. data.shards=\"['/data/train/{000000..000099}.tar']\"")
+    check(not data.shards or data.null_caption is not None or cfg.diffusion.caption_dropout == 0,
+          "data.null_caption", data.null_caption,
+          "caption dropout needs the empty caption's T5 states (.npy) written beside the precomputed shards")
     check(bool(data.buckets), "data.buckets", data.buckets, "needs at least one bucket")
     t_comp = max(data.vae_temporal_compression, 1)
     # A token is a patch of a latent, so pixel sizes must divide into whole patches.

@@ -7,9 +7,9 @@ schema does, for ``latent_shape``) stays free of webdataset and the video decode
 from typing import Any
 
 from allegro_train.data.buckets import latent_shape
-from allegro_train.data.synthetic import SyntheticLatents, SyntheticLoader
+from allegro_train.data.synthetic import SyntheticLatents, write_synthetic_shards
 
-__all__ = ["SyntheticLatents", "SyntheticLoader", "build_loader", "latent_shape"]
+__all__ = ["SyntheticLatents", "build_loader", "latent_shape", "write_synthetic_shards"]
 
 
 def __getattr__(name: str) -> Any:

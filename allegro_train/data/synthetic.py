@@ -8,8 +8,17 @@ Sample ``i`` is a pure function of ``(seed, i)``, which makes batches reproducib
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from allegro_train.data.buckets import latent_shape
 
 
 class SyntheticLatents:
@@ -52,38 +61,54 @@ class SyntheticLatents:
         return states, mask
 
 
-class SyntheticLoader:
-    """The trainer's loader contract over ``SyntheticLatents``, for debug runs without shards.
 
-    Iterating yields ``{"latents", "text_states", "text_mask", "bucket"}`` batches; buckets take
-    turns batch by batch, and rank ``r`` of ``w`` reads samples ``(k * w + r) * batch_size + i`` of
-    batch ``k``, so ranks never share a sample. The position is one counter, global across ranks,
-    so a restart on a different number of ranks continues where the run stopped.
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_synthetic_shards(folder: str | os.PathLike, buckets: list[tuple[int, int, int]], caption_channels: int,
+                           text_len: int, channels: int = 4, samples_per_bucket: int = 64, num_shards: int = 4,
+                           latent_scaling_factor: float = 0.13, temporal: int = 4, spatial: int = 8,
+                           seed: int = 0) -> tuple[str, str]:
+    """Precomputed shards (docs/data_format.md) of ``SyntheticLatents`` clips, once per folder.
+
+    Stored moments have a tiny variance and a mean divided by the scaling factor, so the loader's
+    ``(mean + std * randn) * scaling_factor`` gives back the synthetic clip. Also writes the empty
+    caption's states (``null.t5.npy``) for caption dropout. Returns (shard brace pattern, null path).
+    A complete folder (``done`` marker) is reused; a half-written one is rebuilt.
     """
+    import webdataset as wds
 
-    def __init__(self, buckets: list[tuple[int, int, int]], grids: list[tuple[int, int, int]], channels: int,
-                 text_len: int, caption_channels: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0):
-        self.buckets, self.batch_size, self.rank, self.world_size = buckets, batch_size, rank, world_size
-        self.sources = [SyntheticLatents(g, channels, text_len, caption_channels, seed=seed) for g in grids]
-        self.batches = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict:
-        k = self.batches
-        which = k % len(self.sources)
-        batch = self.sources[which].batch((k * self.world_size + self.rank) * self.batch_size, self.batch_size)
-        batch["bucket"] = self.buckets[which]
-        self.batches += 1
-        return batch
-
-    def null_caption(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sources[0].null_caption()
-
-    def state_dict(self) -> dict:
-        return {"batches": self.batches}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batches = int(state["batches"])
+    folder = Path(folder)
+    pattern = str(folder / f"synthetic-{{00000..{num_shards - 1:05d}}}.tar")
+    null_path = folder / "null.t5.npy"
+    if (folder / "done").is_file():
+        return pattern, str(null_path)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    sinks = [wds.TarWriter(str(folder / f"synthetic-{i:05d}.tar")) for i in range(num_shards)]
+    written = 0
+    for bucket in buckets:
+        source = SyntheticLatents(latent_shape(*bucket, temporal, spatial), channels, text_len, caption_channels,
+                                  seed=seed)
+        for index in range(samples_per_bucket):
+            sample = source.sample(index)
+            mean = (sample["latents"] / latent_scaling_factor).numpy()
+            logvar = np.full_like(mean, -30.0)  # std 3e-7: the draw is the clip itself
+            kept = int(sample["text_mask"].sum())
+            key = f"synthetic{bucket[0]}x{bucket[1]}x{bucket[2]}_{index:06d}"
+            meta = {"caption": f"synthetic prompt {int(sample['prompt'])}", "bucket": list(bucket),
+                    "num_frames": bucket[0], "height": bucket[1], "width": bucket[2]}
+            sinks[written % num_shards].write({
+                "__key__": key, "json": json.dumps(meta).encode(),
+                "latent.npy": _npy(np.concatenate([mean, logvar]).astype(np.float16)),
+                "t5.npy": _npy(sample["text_states"][:kept].numpy().astype(np.float16))})
+            written += 1
+    for sink in sinks:
+        sink.close()
+    null_states, null_mask = source.null_caption()
+    np.save(null_path, null_states[0, : int(null_mask.sum())].numpy().astype(np.float16), allow_pickle=False)
+    (folder / "done").write_text(f"{written} samples\n")
+    return pattern, str(null_path)

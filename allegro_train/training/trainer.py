@@ -20,16 +20,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from allegro_train.config import ConfigError, TrainConfig
 from allegro_train.config.schema import dit_config_for
-from allegro_train.data import SyntheticLoader, latent_shape
+from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, dit_train_flops
-from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown
+from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.ema import EMA, full_module_state_dict
@@ -64,14 +65,41 @@ def build_objective(diffusion_cfg, num_tokens: int) -> DiffusionObjective:
                               flow_logit_std=d.flow_logit_std, flow_shift=flow_shift)
 
 
-def build_loader(cfg: TrainConfig, dit, dist: DistInfo) -> SyntheticLoader:
-    if cfg.data.shards:
-        raise ConfigError(f"data.shards={list(cfg.data.shards)}: streaming from shards is not built yet; "
-                          "leave data.shards empty for synthetic data")
-    buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
-    grids = [latent_shape(*b, cfg.data.vae_temporal_compression, cfg.data.vae_spatial_compression) for b in buckets]
-    return SyntheticLoader(buckets, grids, dit.in_channels, cfg.data.text_len, dit.caption_channels,
-                           cfg.data.batch_size, dist.rank, dist.world_size, cfg.run.seed)
+def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
+    """The shard loader of this rank, and the empty caption's states [1, L, D] and mask [1, L].
+
+    Without ``data.shards`` (debug runs, the demo) a synthetic precomputed shard set is written
+    once into ``run.dir/synthetic_shards`` and read through the same loader.
+    """
+    data_cfg = cfg.data
+    if not data_cfg.precomputed:
+        raise ConfigError("data.precomputed=false: the DiT trainer reads precomputed latents and T5 states; "
+                          "encoding raw clips on the device (VAE + T5 in the trainer) is not built yet")
+    if not data_cfg.shards:
+        folder = run_dir / "synthetic_shards"
+        buckets = [(b.frames, b.height, b.width) for b in data_cfg.buckets]
+        if dist.is_main:
+            write_synthetic_shards(folder, buckets, dit.caption_channels, data_cfg.text_len, dit.in_channels,
+                                   num_shards=max(4, dist.world_size * max(data_cfg.num_workers, 1)),
+                                   latent_scaling_factor=data_cfg.latent_scaling_factor,
+                                   temporal=data_cfg.vae_temporal_compression,
+                                   spatial=data_cfg.vae_spatial_compression, seed=cfg.run.seed)
+        barrier()
+        pattern, null_path = write_synthetic_shards(folder, buckets, dit.caption_channels, data_cfg.text_len)
+        data_cfg = OmegaConf.merge(data_cfg, {"shards": [pattern], "null_caption": null_path})
+    loader = build_loader(data_cfg, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed)
+    if data_cfg.null_caption is None:  # validate() allows this only without caption dropout
+        return loader, None, None
+    null = torch.from_numpy(np.load(data_cfg.null_caption, allow_pickle=False)).float()[None]  # [1, L, D]
+    return loader, null, torch.ones(null.shape[:2], dtype=torch.long)
+
+
+def pad_text(states: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad text states [B, L, D] and mask [B, L] to at least ``length`` tokens."""
+    extra = length - states.shape[1]
+    if extra <= 0:
+        return states, mask
+    return torch.nn.functional.pad(states, (0, 0, 0, extra)), torch.nn.functional.pad(mask, (0, extra))
 
 
 def tokens_of(dit, bucket, data_cfg) -> tuple[tuple[int, int, int], int]:
@@ -95,6 +123,15 @@ def unclipped_grad_norm(module: torch.nn.Module) -> float:
     """Global L2 norm of the (already all-reduced) gradients of a replicated model."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def loader_counts(loader) -> dict[str, float]:
+    """This rank's samples per bucket and rejects per reason so far (rank 0's are what gets logged)."""
+    stats = loader.stats()
+    counts = {f"data/bucket/{name}": n for name, n in stats["buckets"].items()}
+    counts.update({f"data/rejected/{reason}": n for reason, n in stats["rejects"].items()})
+    counts["data/epoch"] = stats["epoch"]
+    return counts
 
 
 def max_memory_gb(device: torch.device) -> float:
@@ -122,9 +159,9 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model)
     dit = model.config
-    loader = build_loader(cfg, dit, dist)
-    null_states, null_mask = loader.null_caption()
-    objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in loader.buckets))
+    loader, null_states, null_mask = build_data(cfg, dit, dist, run_dir)
+    buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
+    objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in buckets))
     max_steps = cfg.train.max_steps
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=deepspeed_config(cfg),
@@ -163,6 +200,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
 
     losses: list[float] = []
     engine.train()
+    batches = iter(loader)  # resumes from the loader's state; it never restarts an epoch on its own
     progress = tqdm(total=max_steps, initial=step, desc="train", disable=not dist.is_main or None)
     while step < max_steps:
         start = time.perf_counter()
@@ -170,10 +208,13 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         pre_step_norm = None
         lr = scheduler.get_last_lr()[0]  # the lr this step's update uses
         for micro in range(accum):
-            batch = next(loader)
+            batch = next(batches)
             grid, tokens = tokens_of(dit, batch["bucket"], cfg.data)
-            text, mask = drop_captions(batch["text_states"], batch["text_mask"], null_states, null_mask,
-                                       cfg.diffusion.caption_dropout, generator)
+            text, mask = batch["text_states"], batch["text_mask"]
+            if null_states is not None:  # text and the empty caption padded to one length, then dropped
+                length = max(text.shape[1], null_states.shape[1])
+                text, mask = drop_captions(*pad_text(text, mask, length), *pad_text(null_states, null_mask, length),
+                                           cfg.diffusion.caption_dropout, generator)
             latents = batch["latents"].to(dist.device)
             out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
                                                      "text_mask": mask.to(dist.device)}, generator)
@@ -201,7 +242,8 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                 "lr": lr, "samples_per_s": global_batch / seconds,
                 "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
                 "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
-                "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum)})
+                "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum),
+                **loader_counts(loader)})
         if step % cfg.checkpoint.every_steps == 0 or step == max_steps:
             rank_state = {"data": loader.state_dict(),
                           "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}

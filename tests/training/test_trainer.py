@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from allegro_train.config import ConfigError, load_config
-from allegro_train.data import SyntheticLatents
+from allegro_train.data import SyntheticLatents, write_synthetic_shards
 from allegro_train.models.dit import AllegroDiT, dit_config
 from allegro_train.training.trainer import build_objective, train
 
@@ -102,9 +102,18 @@ def test_loss_matches_the_formula_on_a_hand_made_batch():
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-7)
 
 
-def test_shards_are_refused_until_the_loader_lands(tmp_path):
-    with pytest.raises(ConfigError, match="data.shards"):
-        train(demo_config(tmp_path, "data=shards", "data.shards=[a.tar]"))
+def test_trains_on_precomputed_shards(tmp_path):
+    pattern, null = write_synthetic_shards(tmp_path / "shards", [(8, 64, 64)], caption_channels=32, text_len=16)
+    with pytest.raises(ConfigError, match="data.null_caption"):
+        demo_config(tmp_path / "run", "data=shards", f"data.shards=['{pattern}']")
+    cfg = demo_config(tmp_path / "run", "data=shards", f"data.shards=['{pattern}']", f"data.null_caption={null}",
+                      "data.num_workers=0", "data.buckets=[{frames: 8, height: 64, width: 64}]",
+                      "model=allegro_debug", "parallel=single", "parallel.precision=fp32", "train.max_steps=3")
+    summary = train(cfg)
+    assert summary["steps"] == 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["data/bucket/8x64x64"] == 3 * 4  # three batches of 4 from the one bucket
+    assert not (tmp_path / "run" / "synthetic_shards").exists()
 
 
 def test_launcher_smoke_run_and_bad_key(tmp_path):
