@@ -1,0 +1,82 @@
+"""One resolution of the encoder or decoder: 2D resnets per frame, each followed by a temporal layer.
+
+Stages take and return ``[B, C, T, H, W]``. Inside, the 2D layers see frames folded into the batch
+and the temporal layers see the clip; attribute names are diffusers' (``resnets``, ``temp_convs``,
+``temp_convs_down``, ``temp_conv_up``, ``downsamplers.0``, ``upsamplers.0``, ``attentions``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from allegro_train.models.vae.blocks import Downsample, FrameAttention, ResnetBlock, Upsample, from_frames, to_frames
+from allegro_train.models.vae.temporal import TemporalConvBlock
+
+
+def _resnets_with_time(resnets: nn.ModuleList, temp_convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    for resnet, temp_conv in zip(resnets, temp_convs):
+        x = temp_conv(from_frames(resnet(to_frames(x)), x.shape[0]))
+    return x
+
+
+class DownStage(nn.Module):
+    """Encoder stage: ``layers`` x (resnet, temporal mix), then temporal /2 and spatial /2 if enabled."""
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
+                 spatial_downsample: bool, temporal_downsample: bool):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(layers)]
+        )
+        self.temp_convs = nn.ModuleList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
+        if temporal_downsample:
+            self.temp_convs_down = TemporalConvBlock(out_channels, groups, mode="down")
+        self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if spatial_downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T, H, W] -> [B, C_out, T', H', W']
+        x = _resnets_with_time(self.resnets, self.temp_convs, x)
+        if hasattr(self, "temp_convs_down"):
+            x = self.temp_convs_down(x)  # T -> T/2
+        if self.downsamplers is not None:
+            x = from_frames(self.downsamplers[0](to_frames(x)), x.shape[0])  # H, W -> H/2, W/2
+        return x
+
+
+class UpStage(nn.Module):
+    """Decoder stage: ``layers`` x (resnet, temporal mix), then temporal x2 and spatial x2 if enabled."""
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
+                 spatial_upsample: bool, temporal_upsample: bool):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(layers)]
+        )
+        self.temp_convs = nn.ModuleList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
+        if temporal_upsample:
+            self.temp_conv_up = TemporalConvBlock(out_channels, groups, mode="up")
+        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if spatial_upsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T, H, W] -> [B, C_out, T', H', W']
+        x = _resnets_with_time(self.resnets, self.temp_convs, x)
+        if hasattr(self, "temp_conv_up"):
+            x = self.temp_conv_up(x)  # T -> 2T
+        if self.upsamplers is not None:
+            x = from_frames(self.upsamplers[0](to_frames(x)), x.shape[0])  # H, W -> 2H, 2W
+        return x
+
+
+class MidStage(nn.Module):
+    """(resnet, temporal mix), then (per-frame attention, resnet, temporal mix): the bottleneck."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.resnets = nn.ModuleList([ResnetBlock(channels, channels, groups) for _ in range(2)])
+        self.temp_convs = nn.ModuleList([TemporalConvBlock(channels, groups) for _ in range(2)])
+        self.attentions = nn.ModuleList([FrameAttention(channels, groups)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T, H, W] -> same
+        batch = x.shape[0]
+        x = self.temp_convs[0](from_frames(self.resnets[0](to_frames(x)), batch))
+        h = self.resnets[1](self.attentions[0](to_frames(x)))
+        return self.temp_convs[1](from_frames(h, batch))
