@@ -106,7 +106,7 @@ def test_kl_matches_diffusers_per_voxel_sum():
 def test_gradients_flow_and_checkpointing_is_exact():
     config = TINY_CONFIGS["1layer"]
     model = VideoVAE(config)
-    x = video((4, 16, 16))
+    x = video((4, 8, 8))
     grads = []
     for enabled in (False, True):
         model.zero_grad()
@@ -303,18 +303,18 @@ def test_tiled_vae_equals_untiled_with_one_tile_and_stays_close_with_several():
     mid-block attention spans a tile's positions; convs near a tile edge see zero padding instead
     of the neighbours. Blending only hides the seams, so tiled is not exact. A random-weight network
     also amplifies these differences (nothing contracts them), so the bound for several tiles is
-    loose: measured relative RMS error 0.20 (encode) and 0.64 (decode) here; uncorrelated outputs
+    loose: measured relative RMS error 0.19 (encode) and 0.59 (decode) here; uncorrelated outputs
     would give ~1.4. A trained VAE is far closer; check that on real weights (docs/vae.md)."""
     torch.manual_seed(0)
     model = VideoVAE(TINY_CONFIGS["1layer"]).eval()
     model.init_temporal_identity()
-    x = video((8, 64, 64))
+    x = video((4, 64, 64))
     with torch.no_grad():
-        z, y = model.encode(x).mean, None
+        z = model.encode(x).mean
         y = model.decode(z)
-        model.enable_tiling(tile=(8, 64, 64), overlap=(4, 32, 32))  # one tile: the identical computation
+        model.enable_tiling(tile=(4, 64, 64), overlap=(0, 16, 16))  # one tile: the identical computation
         assert torch.equal(model.encode(x).mean, z) and torch.equal(model.decode(z), y)
-        model.enable_tiling(tile=(8, 48, 48), overlap=(4, 32, 32))  # 2 x 2 tiles
+        model.enable_tiling(tile=(4, 48, 48), overlap=(0, 32, 32))  # 2 x 2 tiles
         zt, yt = model.encode(x).mean, model.decode(z)
     rel_rms = lambda a, b: ((a - b).pow(2).mean().sqrt() / b.std()).item()  # noqa: E731
     assert zt.shape == z.shape and yt.shape == y.shape
