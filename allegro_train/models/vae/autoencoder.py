@@ -12,7 +12,6 @@ diffusers' ``AutoencoderKLAllegro`` key for key. Unlike diffusers, encode/decode
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -147,16 +146,9 @@ class VideoVAE(nn.Module):
         Built on the meta device and filled from safetensors in place. Dtypes are kept unless
         ``torch_dtype`` is given (the released VAE is fp32 and is meant to run in fp32).
         """
-        folder = _model_folder(folder)
+        folder = io.model_folder(folder, "vae")
         config = VAEConfig.from_diffusers_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
-        with torch.device("meta"):
-            model = cls(config)
-        state = io.load_state_dict(folder)
-        io.check_keys(model.state_dict().keys(), state.keys(), str(folder))
-        if torch_dtype is not None:
-            state = {k: v.to(torch_dtype) for k, v in state.items()}
-        model.load_state_dict(state, assign=True)
-        return model.to(device)
+        return io.load_model(lambda: cls(config), folder, torch_dtype, device)
 
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = io.DEFAULT_MAX_SHARD_SIZE) -> None:
         """Write a folder that ``diffusers.AutoencoderKLAllegro.from_pretrained`` loads."""
@@ -168,7 +160,7 @@ class VideoVAE(nn.Module):
         """Inflate a diffusers ``AutoencoderKL`` folder (SD 1.x layout; or a pipeline folder holding
         ``vae/``): its 2D weights, temporal layers at identity, so static clips code exactly as the
         image VAE codes each frame. ``scaling_factor`` defaults to the image VAE's."""
-        folder = _model_folder(folder)
+        folder = io.model_folder(folder, "vae")
         config = inflate.video_config_from_image(io.read_config(folder), str(folder / io.CONFIG_NAME), scaling_factor)
         model = cls(config)
         state = inflate.image_state_to_video(io.load_state_dict(folder))
@@ -178,10 +170,3 @@ class VideoVAE(nn.Module):
         model.init_temporal_identity()
         return model
 
-
-def _model_folder(folder: str | os.PathLike) -> Path:
-    """The folder itself when it holds config.json, else its ``vae/`` (a pipeline folder)."""
-    folder = Path(folder)
-    if not (folder / io.CONFIG_NAME).is_file() and (folder / "vae" / io.CONFIG_NAME).is_file():
-        return folder / "vae"
-    return folder

@@ -14,56 +14,50 @@ from allegro_train.models.vae.blocks import Downsample, FrameAttention, ResnetBl
 from allegro_train.models.vae.temporal import TemporalConvBlock
 
 
-def _resnets_with_time(resnets: nn.ModuleList, temp_convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    for resnet, temp_conv in zip(resnets, temp_convs):
-        x = temp_conv(from_frames(resnet(to_frames(x)), x.shape[0]))
-    return x
+class _Stage(nn.Module):
+    """``layers`` x (resnet, temporal mix); subclasses add the temporal and spatial resampling."""
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(layers)]
+        )
+        self.temp_convs = nn.ModuleList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
+
+    def _run(self, x: torch.Tensor, temporal: nn.Module | None, spatial: nn.ModuleList | None) -> torch.Tensor:
+        for resnet, temp_conv in zip(self.resnets, self.temp_convs):
+            x = temp_conv(from_frames(resnet(to_frames(x)), x.shape[0]))
+        if temporal is not None:
+            x = temporal(x)  # T -> T/2 or 2T
+        if spatial is not None:
+            x = from_frames(spatial[0](to_frames(x)), x.shape[0])  # H, W -> halved or doubled
+        return x
 
 
-class DownStage(nn.Module):
-    """Encoder stage: ``layers`` x (resnet, temporal mix), then temporal /2 and spatial /2 if enabled."""
+class DownStage(_Stage):
+    """Encoder stage: then temporal /2 and spatial /2 where enabled."""
 
     def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
                  spatial_downsample: bool, temporal_downsample: bool):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(layers)]
-        )
-        self.temp_convs = nn.ModuleList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
-        if temporal_downsample:
-            self.temp_convs_down = TemporalConvBlock(out_channels, groups, mode="down")
+        super().__init__(in_channels, out_channels, layers, groups)
+        self.temp_convs_down = TemporalConvBlock(out_channels, groups, mode="down") if temporal_downsample else None
         self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if spatial_downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T, H, W] -> [B, C_out, T', H', W']
-        x = _resnets_with_time(self.resnets, self.temp_convs, x)
-        if hasattr(self, "temp_convs_down"):
-            x = self.temp_convs_down(x)  # T -> T/2
-        if self.downsamplers is not None:
-            x = from_frames(self.downsamplers[0](to_frames(x)), x.shape[0])  # H, W -> H/2, W/2
-        return x
+        return self._run(x, self.temp_convs_down, self.downsamplers)
 
 
-class UpStage(nn.Module):
-    """Decoder stage: ``layers`` x (resnet, temporal mix), then temporal x2 and spatial x2 if enabled."""
+class UpStage(_Stage):
+    """Decoder stage: then temporal x2 and spatial x2 where enabled."""
 
     def __init__(self, in_channels: int, out_channels: int, layers: int, groups: int,
                  spatial_upsample: bool, temporal_upsample: bool):
-        super().__init__()
-        self.resnets = nn.ModuleList(
-            [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, groups) for i in range(layers)]
-        )
-        self.temp_convs = nn.ModuleList([TemporalConvBlock(out_channels, groups) for _ in range(layers)])
-        if temporal_upsample:
-            self.temp_conv_up = TemporalConvBlock(out_channels, groups, mode="up")
+        super().__init__(in_channels, out_channels, layers, groups)
+        self.temp_conv_up = TemporalConvBlock(out_channels, groups, mode="up") if temporal_upsample else None
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if spatial_upsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T, H, W] -> [B, C_out, T', H', W']
-        x = _resnets_with_time(self.resnets, self.temp_convs, x)
-        if hasattr(self, "temp_conv_up"):
-            x = self.temp_conv_up(x)  # T -> 2T
-        if self.upsamplers is not None:
-            x = from_frames(self.upsamplers[0](to_frames(x)), x.shape[0])  # H, W -> 2H, 2W
-        return x
+        return self._run(x, self.temp_conv_up, self.upsamplers)
 
 
 class MidStage(nn.Module):
