@@ -140,7 +140,9 @@ def model_folder(folder: str | os.PathLike, subfolder: str) -> Path:
     return folder
 
 
-def config_values(raw: dict[str, Any], class_name: str, fields: Iterable[str], source: str, what: str) -> dict[str, Any]:
+def config_values(
+    raw: dict[str, Any], class_name: str, fields: Iterable[str], source: str, what: str
+) -> dict[str, Any]:
     """The constructor arguments in a diffusers ``config.json``: ``_class_name`` must be ``class_name``,
     keys starting with ``_`` are metadata, any other key not in ``fields`` is refused by name."""
     found = raw.get("_class_name", class_name)

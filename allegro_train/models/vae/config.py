@@ -88,7 +88,8 @@ class VAEConfig:
 
     def to_diffusers_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
-        return {"_class_name": DIFFUSERS_CLASS_NAME, **{k: list(v) if k in _TUPLE_FIELDS else v for k, v in values.items()}}
+        values = {k: list(v) if k in _TUPLE_FIELDS else v for k, v in values.items()}  # JSON lists, as diffusers'
+        return {"_class_name": DIFFUSERS_CLASS_NAME, **values}
 
     @classmethod
     def from_diffusers_dict(cls, raw: dict[str, Any], source: str = "config") -> "VAEConfig":

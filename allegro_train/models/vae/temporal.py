@@ -17,7 +17,6 @@ copy / subsample / duplicate: the identity start of training and of inflation (`
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -25,8 +24,9 @@ MODES = ("mix", "down", "up")
 
 
 def _pad_time(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, T, H, W] -> [B, C, T+2, H, W], edge frames replicated."""
-    return F.pad(x, (0, 0, 0, 0, 1, 1), mode="replicate")
+    """[B, C, T, H, W] -> [B, C, T+2, H, W], edge frames replicated (``cat``: faster on CPU than
+    ``F.pad(mode="replicate")``, same values)."""
+    return torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)
 
 
 class TemporalConvBlock(nn.Module):
