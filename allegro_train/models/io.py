@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -130,3 +130,42 @@ def check_keys(expected: Iterable[str], found: Iterable[str], source: str) -> No
     missing, unexpected = sorted(expected - found), sorted(found - expected)
     if missing or unexpected:
         raise KeyError(f"{source}: state dict does not match the model; missing keys {missing}, unexpected keys {unexpected}")
+
+
+def model_folder(folder: str | os.PathLike, subfolder: str) -> Path:
+    """The folder itself when it holds config.json, else its ``subfolder`` (a pipeline folder)."""
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file() and (folder / subfolder / CONFIG_NAME).is_file():
+        return folder / subfolder
+    return folder
+
+
+def config_values(
+    raw: dict[str, Any], class_name: str, fields: Iterable[str], source: str, what: str
+) -> dict[str, Any]:
+    """The constructor arguments in a diffusers ``config.json``: ``_class_name`` must be ``class_name``,
+    keys starting with ``_`` are metadata, any other key not in ``fields`` is refused by name."""
+    found = raw.get("_class_name", class_name)
+    if found != class_name:
+        raise ValueError(f"{source}: _class_name is {found!r}, expected {class_name!r}")
+    fields = set(fields)
+    unknown = sorted(k for k in raw if not k.startswith("_") and k not in fields)
+    if unknown:
+        raise ValueError(f"{source}: unknown {what} config keys {unknown}")
+    return {k: v for k, v in raw.items() if k in fields}
+
+
+def load_model(build: Callable[[], "torch.nn.Module"], folder: str | os.PathLike,
+               torch_dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> "torch.nn.Module":
+    """``build()`` on the meta device, then fill it from ``folder``'s safetensors in place, key for key.
+
+    The model never exists twice in memory. Dtypes are kept unless ``torch_dtype`` is given.
+    """
+    with torch.device("meta"):
+        model = build()
+    state = load_state_dict(folder)
+    check_keys(model.state_dict().keys(), state.keys(), str(folder))
+    if torch_dtype is not None:
+        state = {k: v.to(torch_dtype) for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    return model.to(device)

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from allegro_train.models import io
+
 DIFFUSERS_CLASS_NAME = "AllegroTransformer3DModel"
 
 
@@ -73,14 +75,8 @@ class DiTConfig:
     @classmethod
     def from_diffusers_dict(cls, raw: dict[str, Any], source: str = "config") -> "DiTConfig":
         """Build from a diffusers ``config.json``; keys starting with ``_`` are metadata."""
-        class_name = raw.get("_class_name", DIFFUSERS_CLASS_NAME)
-        if class_name != DIFFUSERS_CLASS_NAME:
-            raise ValueError(f"{source}: _class_name is {class_name!r}, expected {DIFFUSERS_CLASS_NAME!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in raw if not k.startswith("_") and k not in known)
-        if unknown:
-            raise ValueError(f"{source}: unknown Allegro transformer config keys {unknown}")
-        values = {k: v for k, v in raw.items() if k in known}
+        fields = [f.name for f in dataclasses.fields(cls)]
+        values = io.config_values(raw, DIFFUSERS_CLASS_NAME, fields, source, "Allegro transformer")
         _fill_derived_interpolation_scales(values)
         config = cls(**values)
         config.validate()

@@ -13,7 +13,6 @@ torch.distributed. The state dict is diffusers' ``AllegroTransformer3DModel`` ke
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from einops import rearrange
@@ -156,18 +155,9 @@ class AllegroDiT(nn.Module):
         Built on the meta device and filled from safetensors in place, so a 2.8B model never
         exists twice in memory. Dtypes are kept unless ``torch_dtype`` is given.
         """
-        folder = Path(folder)
-        if not (folder / io.CONFIG_NAME).is_file() and (folder / "transformer" / io.CONFIG_NAME).is_file():
-            folder = folder / "transformer"
+        folder = io.model_folder(folder, "transformer")
         config = DiTConfig.from_diffusers_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
-        with torch.device("meta"):
-            model = cls(config, attention_backend)
-        state = io.load_state_dict(folder)
-        io.check_keys(model.state_dict().keys(), state.keys(), str(folder))
-        if torch_dtype is not None:
-            state = {k: v.to(torch_dtype) for k, v in state.items()}
-        model.load_state_dict(state, assign=True)
-        return model.to(device)
+        return io.load_model(lambda: cls(config, attention_backend), folder, torch_dtype, device)
 
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = io.DEFAULT_MAX_SHARD_SIZE) -> None:
         """Write a folder that ``diffusers.AllegroTransformer3DModel.from_pretrained`` loads."""

@@ -1,0 +1,23 @@
+"""Named VAE sizes. ``allegro-vae`` is the released model; ``allegro-vae-debug`` runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from allegro_train.models.vae.config import VAEConfig
+
+VAE_CONFIGS: dict[str, VAEConfig] = {
+    "allegro-vae": VAEConfig(),
+    # Same structure (4 stages: 4x time, 8x8 space), every width shrunk: 1 resnet a stage, 8 groups.
+    "allegro-vae-debug": VAEConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
+                                   sample_size=64),
+}
+
+
+def vae_config(name: str, **overrides) -> VAEConfig:
+    """A copy of a named size, with field overrides."""
+    if name not in VAE_CONFIGS:
+        raise KeyError(f"unknown VAE size {name!r}; known sizes: {sorted(VAE_CONFIGS)}")
+    config = dataclasses.replace(VAE_CONFIGS[name], **overrides)
+    config.validate()
+    return config
