@@ -103,6 +103,11 @@ class ModelConfig:
     interpolation_scale_t: Optional[float] = None
     interpolation_scale_h: Optional[float] = None
     interpolation_scale_w: Optional[float] = None
+    # Frozen encoders for data.precomputed=false (raw clips encoded on the trainer's device):
+    # a diffusers vae/ folder and a folder with text_encoder/ + tokenizer/ (or the pipeline root).
+    vae_pretrained: Optional[str] = None
+    text_encoder_pretrained: Optional[str] = None
+    vae_tiling: bool = False  # tile the VAE's encode (memory bounded by the tile)
 
 
 @dataclass
@@ -335,7 +340,8 @@ def validate(cfg: TrainConfig) -> None:
 
     check(data.shards is not None, "data.shards", data.shards,
           "data=shards needs the shard paths, e.g. data.shards=\"['/data/train/{000000..000099}.tar']\"")
-    check(not data.shards or data.null_caption is not None or cfg.diffusion.caption_dropout == 0,
+    check(not data.shards or not data.precomputed or data.null_caption is not None
+          or cfg.diffusion.caption_dropout == 0,
           "data.null_caption", data.null_caption,
           "caption dropout needs the empty caption's T5 states (.npy) written beside the precomputed shards")
     check(bool(data.buckets), "data.buckets", data.buckets, "needs at least one bucket")

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from allegro_train.config import ConfigError, TrainConfig
+from allegro_train.config import TrainConfig
 from allegro_train.config.schema import dit_config_for
 from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
@@ -34,6 +33,7 @@ from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier
 from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.ema import EMA, full_module_state_dict
+from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
 from allegro_train.training.metrics import MetricsLogger, StepStats
 from allegro_train.training.optim import lr_multiplier, param_groups
 
@@ -66,15 +66,12 @@ def build_objective(diffusion_cfg, num_tokens: int) -> DiffusionObjective:
 
 
 def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
-    """The shard loader of this rank, and the empty caption's states [1, L, D] and mask [1, L].
+    """This rank's shard loader and the inputs step that turns its batches into DiT inputs.
 
     Without ``data.shards`` (debug runs, the demo) a synthetic precomputed shard set is written
     once into ``run.dir/synthetic_shards`` and read through the same loader.
     """
     data_cfg = cfg.data
-    if not data_cfg.precomputed:
-        raise ConfigError("data.precomputed=false: the DiT trainer reads precomputed latents and T5 states; "
-                          "encoding raw clips on the device (VAE + T5 in the trainer) is not built yet")
     if not data_cfg.shards:
         folder = run_dir / "synthetic_shards"
         buckets = [(b.frames, b.height, b.width) for b in data_cfg.buckets]
@@ -86,12 +83,10 @@ def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
                                    spatial=data_cfg.vae_spatial_compression, seed=cfg.run.seed)
         barrier()
         pattern, null_path = write_synthetic_shards(folder, buckets, dit.caption_channels, data_cfg.text_len)
-        data_cfg = OmegaConf.merge(data_cfg, {"shards": [pattern], "null_caption": null_path})
-    loader = build_loader(data_cfg, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed)
-    if data_cfg.null_caption is None:  # validate() allows this only without caption dropout
-        return loader, None, None
-    null = torch.from_numpy(np.load(data_cfg.null_caption, allow_pickle=False)).float()[None]  # [1, L, D]
-    return loader, null, torch.ones(null.shape[:2], dtype=torch.long)
+        data_cfg = OmegaConf.merge(data_cfg, {"shards": [pattern], "null_caption": null_path, "precomputed": True})
+    inputs = (PrecomputedInputs(data_cfg.null_caption) if data_cfg.precomputed
+              else OnlineInputs(cfg.model, dist.device))
+    return build_loader(data_cfg, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed), inputs
 
 
 def pad_text(states: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +154,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model)
     dit = model.config
-    loader, null_states, null_mask = build_data(cfg, dit, dist, run_dir)
+    loader, inputs = build_data(cfg, dit, dist, run_dir)
     buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
     objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in buckets))
     max_steps = cfg.train.max_steps
@@ -210,12 +205,11 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         for micro in range(accum):
             batch = next(batches)
             grid, tokens = tokens_of(dit, batch["bucket"], cfg.data)
-            text, mask = batch["text_states"], batch["text_mask"]
-            if null_states is not None:  # text and the empty caption padded to one length, then dropped
-                length = max(text.shape[1], null_states.shape[1])
-                text, mask = drop_captions(*pad_text(text, mask, length), *pad_text(null_states, null_mask, length),
+            latents, (text, mask) = inputs(batch, generator, dist.device)
+            if inputs.null is not None:  # text and the empty caption padded to one length, then dropped
+                length = max(text.shape[1], inputs.null[0].shape[1])
+                text, mask = drop_captions(*pad_text(text, mask, length), *pad_text(*inputs.null, length),
                                            cfg.diffusion.caption_dropout, generator)
-            latents = batch["latents"].to(dist.device)
             out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
                                                      "text_mask": mask.to(dist.device)}, generator)
             engine.backward(out.loss)  # DeepSpeed divides by the accumulation steps
@@ -223,7 +217,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                 pre_step_norm = unclipped_grad_norm(engine.module)  # ZeRO-0 clips without reporting it
             engine.step()  # steps the optimizer and LR schedule at the accumulation boundary only
             step_loss += out.loss.item() / accum
-            step_flops += dit_train_flops(dit, grid, batch["text_states"].shape[1], len(latents))
+            step_flops += dit_train_flops(dit, grid, text.shape[1], len(latents))
             step_tokens += tokens * len(latents)
             t = out.timesteps.float() * (cfg.diffusion.num_train_timesteps if flow else 1)
             stats.add(out.per_sample, t, batch["bucket"])

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 STAGES = sorted(p.stem for p in (CONFIGS / "stage").glob("*.yaml"))
 SHARDS = "data.shards=['/data/{000000..000009}.tar']"
+NULL = "data.null_caption=/data/null.t5.npy"  # the empty caption's T5 states, for caption dropout
 
 
 def test_default_config_composes_validates_and_is_the_released_recipe():
@@ -45,14 +46,21 @@ def test_plain_schema_validates_without_yaml():
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_composes_and_validates(stage):
-    cfg = load_config([f"+stage={stage}", SHARDS])
+    cfg = load_config([f"+stage={stage}", SHARDS, NULL])
     assert cfg.stage.name == stage and cfg.run.dir == f"runs/{stage}"
     assert cfg.data.buckets, stage
 
 
+def test_precomputed_shards_need_the_empty_caption_for_caption_dropout():
+    with pytest.raises(ConfigError, match="data.null_caption"):
+        load_config(["+stage=720p", SHARDS])
+    load_config(["+stage=720p", SHARDS, "diffusion.caption_dropout=0"])
+    load_config(["+stage=720p", SHARDS, "data.precomputed=false"])  # the trainer encodes "" itself
+
+
 def test_stage_numbers():
     assert STAGES == sorted(["vae_pretrain", "t2i_368p", "t2v_368p_40f", "t2v_720p_40f", "720p", "finetune", "demo"])
-    by_stage = {s: load_config([f"+stage={s}", SHARDS]) for s in STAGES}
+    by_stage = {s: load_config([f"+stage={s}", SHARDS, NULL]) for s in STAGES}
 
     def scales(cfg):
         return (cfg.model.interpolation_scale_t, cfg.model.interpolation_scale_h, cfg.model.interpolation_scale_w)
