@@ -108,6 +108,11 @@ class ModelConfig:
     vae_pretrained: Optional[str] = None
     text_encoder_pretrained: Optional[str] = None
     vae_tiling: bool = False  # tile the VAE's encode (memory bounded by the tile)
+    # LoRA fine-tuning (peft): rank 0 trains every weight; > 0 freezes the DiT and trains adapters
+    # on these Linears. Exported merged into final/transformer and as adapters in final/lora.
+    lora_rank: int = 0
+    lora_alpha: Optional[float] = None  # None: the rank (scale 1)
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
 
 
 @dataclass

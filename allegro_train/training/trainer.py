@@ -34,6 +34,7 @@ from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.ema import EMA, full_module_state_dict
 from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
+from allegro_train.training.lora import apply_lora, merged_state_dict, save_adapters
 from allegro_train.training.metrics import MetricsLogger, StepStats
 from allegro_train.training.optim import lr_multiplier, param_groups
 
@@ -53,7 +54,13 @@ def build_dit(model_cfg) -> AllegroDiT:
         model = AllegroDiT(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
     model.set_activation_checkpointing(model_cfg.activation_checkpointing)
+    if model_cfg.lora_rank:
+        model = apply_lora(model, model_cfg.lora_rank, lora_alpha(model_cfg), list(model_cfg.lora_targets))
     return model
+
+
+def lora_alpha(model_cfg) -> float:
+    return model_cfg.lora_alpha if model_cfg.lora_alpha is not None else float(model_cfg.lora_rank)
 
 
 def build_objective(diffusion_cfg, num_tokens: int) -> DiffusionObjective:
@@ -245,11 +252,18 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     progress.close()
     logger.close()
 
-    # Export: the EMA weights when there are any (what one samples with), else the trained ones.
-    state = ema.full_state_dict() if ema is not None else full_module_state_dict(engine.module)
+    # Export: the EMA weights when there are any (what one samples with), else the trained ones;
+    # LoRA adapters merged into the base weights (and saved apart as well).
+    state = full_module_state_dict(engine.module)
+    if ema is not None:
+        state.update(ema.full_state_dict())
     final = run_dir / "final" / "transformer"
     if dist.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
+        lora = cfg.model.lora_rank
+        if lora:
+            save_adapters(state, final.parent / "lora", lora, lora_alpha(cfg.model), list(cfg.model.lora_targets))
+            state = merged_state_dict(state, lora, lora_alpha(cfg.model))
         export_transformer(state, dit, final)
     window = max(1, len(losses) // 5)
     summary = {"steps": step, "losses": losses, "first_loss": sum(losses[:window]) / window,
