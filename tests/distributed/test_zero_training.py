@@ -30,7 +30,7 @@ def launch(run_dir: Path, *overrides: str, nproc: int = 2, env: dict | None = No
            str(REPO / "launch" / "train_dit.py"), "+stage=demo", f"run.dir={run_dir}",
            "logging.wandb_mode=disabled", "data.batch_size=2", *overrides]
     full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=900)
 
 
 def losses(run_dir: Path) -> list[float]:
