@@ -18,10 +18,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from allegro_train.data.buckets import BucketTable
 from allegro_train.data.decode import BadSample, check_backend
 from allegro_train.data.samples import SampleSpec, prepare
 from allegro_train.data.shards import expand_shards, read_shard
+from allegro_train.models.io import atomic_write
 from allegro_train.models.text import T5TextEncoder, clean_caption
 from allegro_train.models.vae import VideoVAE
 from data_recipes.precompute_config import CONTENT_KEYS, CaptionText, PrecomputeConfig, PrecomputeConfigError
@@ -46,16 +46,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then rename onto ``path``: readers and reruns never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def caption_text(caption: str, mode: CaptionText) -> str:
@@ -130,20 +120,13 @@ def convert_shard(url: str, out: Path, spec: SampleSpec, encoders: Encoders, ret
                 stats["samples_written"] += 1
                 stats["buckets"][bucket.name] += 1
 
-    write_tar_and_stats(out, write_tar, stats)
-    return stats
-
-
-def write_tar_and_stats(out: Path, write_tar: Callable[[Path], None], stats: dict[str, Any]) -> None:
-    """The tar under a temporary name, then its stats, then the tar's rename: done == the tar exists."""
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
+    def write_tar_then_stats(tmp: Path) -> None:  # stats before the tar's rename: done == the tar exists
         write_tar(tmp)
         text = json.dumps(stats, indent=2, sort_keys=True) + "\n"
-        write_atomic(stats_path(out), lambda p: p.write_text(text))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write(stats_path(out), lambda p: p.write_text(text))
+
+    atomic_write(out, write_tar_then_stats)
+    return stats
 
 
 def stats_path(out: Path) -> Path:
@@ -177,7 +160,7 @@ def check_settings(cfg: PrecomputeConfig, output_dir: Path) -> None:
                 + ", ".join(f"{k}={current[k]!r} (was {saved.get(k)!r})" for k in changed)
                 + ". Use a new output_dir, or delete it to start over")
         return
-    write_atomic(path, lambda p: p.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n"))
+    atomic_write(path, lambda p: p.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n"))
 
 
 def summarize(urls: list[str], names: list[str], output_dir: Path, converted: int) -> dict[str, Any]:
@@ -224,7 +207,7 @@ def run(cfg: PrecomputeConfig) -> dict[str, Any]:
                       target_fps=cfg.target_fps, seed=cfg.seed)
 
     null = encoders.states("")
-    write_atomic(output_dir / NULL_NAME, lambda p: p.write_bytes(npy_bytes(null)))
+    atomic_write(output_dir / NULL_NAME, lambda p: p.write_bytes(npy_bytes(null)))
     converted = 0
     for url, name in list(zip(urls, names))[cfg.rank::cfg.world_size]:
         out = output_dir / name
@@ -237,5 +220,5 @@ def run(cfg: PrecomputeConfig) -> dict[str, Any]:
                  dict(stats["skipped"]))
 
     summary = summarize(urls, names, output_dir, converted)
-    write_atomic(output_dir / SUMMARY_NAME, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+    atomic_write(output_dir / SUMMARY_NAME, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary

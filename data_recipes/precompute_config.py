@@ -13,12 +13,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Sequence, cast
 
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from allegro_train.config.load import compose_config
 from allegro_train.config.schema import BucketConfig, DataConfig, DecodeBackend, Precision
 from allegro_train.models.vae import TilingConfig
 
@@ -108,12 +106,6 @@ def validate(cfg: PrecomputeConfig) -> None:
 
 def load_config(overrides: Sequence[str] = ()) -> PrecomputeConfig:
     """Compose ``configs/precompute.yaml`` with Hydra-syntax ``overrides`` and validate it."""
-    from allegro_train.config.load import _error_chain
-
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise PrecomputeConfigError(_error_chain(err)) from err
+    cfg = compose_config(CONFIG_DIR, CONFIG_NAME, overrides, PrecomputeConfigError)
     validate(cast(PrecomputeConfig, cfg))
     return cast(PrecomputeConfig, cfg)

@@ -132,7 +132,7 @@ def test_the_loader_trains_on_the_output(precomputed):
 def test_rerun_skips_finished_shards_and_refuses_changed_settings(precomputed):
     out, overrides = precomputed
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
-    (out / ".a.tar.partial-1").write_bytes(b"left by a killed run")
+    (out / ".a.tar.tmp-1").write_bytes(b"left by a killed run")
     summary = run(load_config(overrides))
     assert summary["shards_converted_this_run"] == 0 and summary["samples_written"] == 4
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
