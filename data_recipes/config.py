@@ -15,11 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, cast
 
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_NAME = "curate"
@@ -206,15 +203,11 @@ def validate(cfg: CurateConfig) -> None:
 
 def load_config(overrides: Sequence[str] = ()) -> CurateConfig:
     """Compose ``configs/curate.yaml`` with Hydra-syntax ``overrides`` and validate it."""
-    # One unwrapping of Hydra's errors for both CLIs; imported here because allegro_train.config
-    # imports torch, which worker processes that only import this module should not pay for.
-    from allegro_train.config.load import _error_chain
+    # Imported here because allegro_train.config imports torch, which worker processes that only
+    # import this module should not pay for.
+    from allegro_train.config.load import compose_config
 
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise CurateConfigError(_error_chain(err)) from err
+    cfg = compose_config(CONFIG_DIR, CONFIG_NAME, overrides, CurateConfigError)
     validate(cast(CurateConfig, cfg))
     return cast(CurateConfig, cfg)
 

@@ -55,14 +55,20 @@ def load_config(overrides: Sequence[str] = (), config_dir_path: Optional[str | P
     raise on assignment too. Raises ``ConfigError`` naming the key for any bad key, type, enum
     value or failed ``validate`` check.
     """
-    directory = config_dir(config_dir_path)
-    try:
-        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
-            cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_error_chain(err)) from err
+    cfg = compose_config(config_dir(config_dir_path), CONFIG_NAME, overrides, ConfigError)
     validate(cast(TrainConfig, cfg))
     return cast(TrainConfig, cfg)
+
+
+def compose_config(directory: str | Path, name: str, overrides: Sequence[str], error: type[Exception]) -> DictConfig:
+    """Compose ``name``.yaml in ``directory`` with Hydra-syntax ``overrides``; a Hydra or OmegaConf
+    error becomes ``error`` carrying the whole message chain (the inner message names the key).
+    Shared by the training, curation and precompute command lines."""
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            return compose(config_name=name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise error(_error_chain(err)) from err
 
 
 def hydra_entry(task_fn: Callable[[TrainConfig], Any]) -> Callable[[], Any]:

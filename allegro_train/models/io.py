@@ -36,7 +36,8 @@ def parse_size(size: int | str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` onto ``path``; the temporary file never outlives the call."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -57,7 +58,7 @@ def write_config(config: dict[str, Any], folder: str | os.PathLike) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps({**config, "_diffusers_version": DIFFUSERS_VERSION}, indent=2, sort_keys=True) + "\n"
-    _atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(text))
+    atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(text))
 
 
 def load_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -108,13 +109,13 @@ def save_state_dict(
         stem = WEIGHTS_NAME.removesuffix(".safetensors")
         names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for name, shard in zip(names, shards):
-        _atomic_write(folder / name, lambda p, shard=shard: save_file(shard, str(p), metadata={"format": "pt"}))
+        atomic_write(folder / name, lambda p, shard=shard: save_file(shard, str(p), metadata={"format": "pt"}))
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
             "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
         }
-        _atomic_write(folder / INDEX_NAME, lambda p: p.write_text(json.dumps(index, indent=2) + "\n"))
+        atomic_write(folder / INDEX_NAME, lambda p: p.write_text(json.dumps(index, indent=2) + "\n"))
 
     stale = {p.name for p in folder.glob("diffusion_pytorch_model*.safetensors*")} - set(names)
     if len(shards) > 1:
