@@ -168,3 +168,23 @@ def test_lora_finetune_exports_merged_weights_and_adapters(tmp_path):
     assert not torch.equal(after["transformer_blocks.0.attn1.to_q.weight"], before["transformer_blocks.0.attn1.to_q.weight"])
     diffusers = pytest.importorskip("diffusers")
     diffusers.AllegroTransformer3DModel.from_pretrained(final / "transformer")
+
+
+def test_online_path_encodes_raw_clips_with_the_frozen_vae_and_t5(tmp_path, tiny_t5):
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    from shardgen import video_sample, write_shard
+
+    from allegro_train.models.vae import VideoVAE, vae_config
+
+    VideoVAE(vae_config("allegro-vae-debug")).save_pretrained(tmp_path / "vae")
+    write_shard(tmp_path / "raw-0.tar", [video_sample(f"clip_{i}", 8, 64, 80, "a red square moves right")
+                                         for i in range(4)])
+    cfg = demo_config(tmp_path / "run", "data=shards", f"data.shards=['{tmp_path}/raw-0.tar']",
+                      "data.precomputed=false", "data.decode_backend=pyav", "data.num_workers=0",
+                      "data.buckets=[{frames: 8, height: 64, width: 64}]", "data.batch_size=2",
+                      f"model.vae_pretrained={tmp_path / 'vae'}", f"model.text_encoder_pretrained={tiny_t5}",
+                      "model=allegro_debug", "parallel=single", "parallel.precision=fp32", "train.max_steps=2")
+    summary = train(cfg)
+    assert summary["steps"] == 2 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["data/bucket/8x64x64"] == 4  # two batches of 2 raw clips, encoded on the fly
