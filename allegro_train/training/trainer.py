@@ -191,7 +191,6 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     stats = StepStats(cfg.diffusion.num_train_timesteps)
     flow = str(cfg.diffusion.objective) == "flow"
     accum = cfg.optim.grad_accum_steps
-    global_batch = cfg.data.batch_size * accum * dist.world_size
     if dist.is_main:
         log.info("training %s (%.1fM parameters), ZeRO-%d on %d rank(s), steps %d -> %d, run dir %s",
                  cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6, cfg.parallel.zero_stage,
@@ -206,7 +205,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     progress = tqdm(total=max_steps, initial=step, desc="train", disable=not dist.is_main or None)
     while step < max_steps:
         start = time.perf_counter()
-        step_loss, step_flops, step_tokens = 0.0, 0, 0
+        step_loss, step_flops, step_tokens, step_samples = 0.0, 0, 0, 0
         pre_step_norm = None
         lr = scheduler.get_last_lr()[0]  # the lr this step's update uses
         for micro in range(accum):
@@ -226,13 +225,14 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
             step_loss += out.loss.item() / accum
             step_flops += dit_train_flops(dit, grid, text.shape[1], len(latents))
             step_tokens += tokens * len(latents)
+            step_samples += len(latents)
             t = out.timesteps.float() * (cfg.diffusion.num_train_timesteps if flow else 1)
             stats.add(out.per_sample, t, batch["bucket"])
         if ema is not None:
             ema.update()
         step += 1
         progress.update()
-        totals = all_reduce_sum(torch.tensor([step_loss, step_flops, step_tokens], dtype=torch.float64))
+        totals = all_reduce_sum(torch.tensor([step_loss, step_flops, step_tokens, step_samples], dtype=torch.float64))
         loss = float(totals[0]) / dist.world_size
         losses.append(loss)
         seconds = time.perf_counter() - start
@@ -240,7 +240,7 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
             grad_norm = pre_step_norm if pre_step_norm is not None else engine.get_global_grad_norm()
             logger.log(step, {
                 "loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "lr": lr, "samples_per_s": global_batch / seconds,
+                "lr": lr, "samples_per_s": float(totals[3]) / seconds,
                 "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
                 "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
                 "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum),

@@ -74,7 +74,6 @@ def test_too_few_shards_for_the_readers_is_an_error(latent_shards):
 
 def test_unreadable_shard_is_retried_then_skipped_and_counted(latent_shards, tmp_path, caplog):
     pattern, keys = latent_shards
-    root = Path(pattern).parent
     (tmp_path / "broken.tar").write_bytes(os.urandom(4096))  # not a tar at all
     good = write_shard(tmp_path / "good.tar", [latent_sample(f"g{i}", LATENT_BUCKETS[0], 4) for i in range(4)])
     # a tar cut off in the middle of its third sample: the first two still train
