@@ -77,8 +77,7 @@ def build_model(args, config, device, dtype):
     if args.impl == "ours":
         ours.set_activation_checkpointing(args.checkpointing)
         if args.compile:
-            for i, block in enumerate(ours.transformer_blocks):
-                ours.transformer_blocks[i] = torch.compile(block)
+            ours.compile_blocks()
         return ours.to(device, dtype)
     from diffusers import AllegroTransformer3DModel
 

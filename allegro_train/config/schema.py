@@ -98,6 +98,7 @@ class ModelConfig:
     pretrained: Optional[str] = None  # a diffusers ``transformer/`` folder to start from
     attention_backend: AttentionBackend = AttentionBackend.sdpa
     activation_checkpointing: str = "none"  # "none" | "all" | "every_<k>"
+    compile: bool = False  # torch.compile each block (whole-graph; worth it on GPUs)
     # RoPE positions are divided by these; None keeps the registry's value. Each stage sets its own
     # (2.2/2.0/2.0 for 88x720p, 1.0/2.0/2.0 for 40x720p, 1.0/1.0/1.0 at 368p).
     interpolation_scale_t: Optional[float] = None

@@ -54,6 +54,8 @@ def build_dit(model_cfg) -> AllegroDiT:
         model = AllegroDiT(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
     model.set_activation_checkpointing(model_cfg.activation_checkpointing)
+    if model_cfg.compile:
+        model.compile_blocks()
     if model_cfg.lora_rank:
         model = apply_lora(model, model_cfg.lora_rank, lora_alpha(model_cfg), list(model_cfg.lora_targets))
     return model
