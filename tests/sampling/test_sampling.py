@@ -8,6 +8,8 @@ VAE) is exported once; both sides then sample 8 x 32 x 32 pixels (a 2 x 4 x 4 la
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,9 @@ import torch
 
 from allegro_train.models.dit import AllegroDiT, dit_config
 from allegro_train.models.vae import VideoVAE, vae_config
-from allegro_train.sampling import Sampler, export_pipeline, latent_grid, resolve_components
+from allegro_train.sampling import Sampler, export_pipeline, resolve_components
 from allegro_train.sampling.command import run_sample
-from allegro_train.sampling.config import load_sample_config
+from allegro_train.sampling.config import SampleConfigError, load_sample_config
 from allegro_train.sampling.prompts import read_prompts
 
 diffusers = pytest.importorskip("diffusers")
@@ -95,3 +97,98 @@ def test_export_loads_in_diffusers_and_matches_our_sampling(run_dir: Path, pipel
     launched = np.load(out)
     assert launched.shape == (8, 32, 32, 3) and launched.dtype == np.uint8
     assert np.abs(launched.astype(int) - reference.astype(int)).max() <= 1
+
+
+@pytest.fixture(scope="module")
+def sampler(pipeline_dir: Path) -> Sampler:
+    return Sampler.from_pretrained(pipeline_dir)
+
+
+def test_other_scheduler_matches_diffusers(pipeline_dir: Path, sampler: Sampler):
+    """DPM-Solver++ on the same schedule: ours and diffusers' pipeline with that scheduler agree."""
+    pipe = diffusers.AllegroPipeline.from_pretrained(pipeline_dir)
+    pipe.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.vae.enable_tiling()
+    pipe.vae.kernel = pipe.vae.stride = (SIZE["num_frames"], SIZE["height"], SIZE["width"])
+    reference = pipe(PROMPT, num_inference_steps=2, guidance_scale=GUIDANCE, output_type="pil",
+                     generator=torch.Generator("cpu").manual_seed(SEED), clean_caption=False, **SIZE).frames[0]
+    dpm = Sampler.from_pretrained(pipeline_dir, scheduler="dpm_solver++")
+    ours = dpm.sample([PROMPT], steps=2, guidance=GUIDANCE, seed=SEED, clean_caption=False, **SIZE)[0]
+    assert type(dpm.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert np.abs(ours.astype(int) - np.stack([np.asarray(f) for f in reference]).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("size, named", [
+    (dict(num_frames=6, height=32, width=32), "num_frames=6"),
+    (dict(num_frames=8, height=40, width=32), "height=40"),
+    (dict(num_frames=8, height=32, width=24), "width=24"),
+])
+def test_size_the_vae_or_patch_cannot_take_is_named(sampler: Sampler, size: dict, named: str):
+    with pytest.raises(ValueError, match=named):
+        sampler.sample([PROMPT], steps=1, **size)
+
+
+def test_bad_prompts_are_named(sampler: Sampler, tmp_path: Path):
+    with pytest.raises(ValueError, match="prompts"):
+        sampler.sample("a bare string", steps=1, **SIZE)
+    with pytest.raises(FileNotFoundError, match="absent.txt"):
+        read_prompts(tmp_path / "absent.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# only a comment\n  \n")
+    with pytest.raises(ValueError, match="empty.txt: holds no prompt"):
+        read_prompts(empty)
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(ValueError, match="binary.txt: not UTF-8"):
+        read_prompts(binary)
+    good = tmp_path / "good.txt"
+    good.write_text("# header\na red cat\n\n  a blue dog  \n")
+    assert read_prompts(good) == ["a red cat", "a blue dog"]
+
+
+def test_missing_component_is_named(run_dir: Path, pipeline_dir: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(pipeline_dir, broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(FileNotFoundError, match="missing vae/"):
+        resolve_components(broken)
+    shutil.rmtree(broken / "tokenizer")
+    with pytest.raises(FileNotFoundError, match="tokenizer"):
+        Sampler.from_pretrained(broken, vae=pipeline_dir)
+    # A bare transformer folder: nothing names the frozen VAE / T5.
+    with pytest.raises(ValueError, match="pass vae=FOLDER"):
+        resolve_components(pipeline_dir / "transformer")
+    with pytest.raises(ValueError, match="scheduler='euler_a'"):
+        Sampler.from_pretrained(pipeline_dir, scheduler="euler_a")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_pipeline(run_dir, pipeline_dir)
+
+
+def test_config_errors_name_the_key(pipeline_dir: Path):
+    base = [f"checkpoint={pipeline_dir}", "device=cpu"]
+    with pytest.raises(SampleConfigError, match="exactly one of prompt and prompts_file"):
+        load_sample_config(base)
+    with pytest.raises(SampleConfigError, match="out='video.gif'"):
+        load_sample_config([*base, "prompt=x", "out=video.gif"])
+    with pytest.raises(SampleConfigError, match="stepz"):
+        load_sample_config([*base, "prompt=x", "stepz=3"])
+
+
+def test_command_line_writes_mp4_per_prompt(pipeline_dir: Path, tmp_path: Path):
+    """launch/sample.py as a user runs it: a prompts file -> one 15 fps mp4 a prompt."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cat runs\na blue dog jumps\n")
+    out = tmp_path / "videos" / "clip.mp4"
+    subprocess.run([sys.executable, str(REPO / "launch" / "sample.py"), f"checkpoint={pipeline_dir}",
+                    f"prompts_file={prompts}", f"out={out}", "steps=1", "device=cpu", "dtype=fp32",
+                    *(f"{k}={v}" for k, v in SIZE.items())],
+                   check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    import av
+
+    for name in ("clip_000.mp4", "clip_001.mp4"):
+        with av.open(str(out.parent / name)) as container:
+            stream = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            assert stream.average_rate == 15
+        assert len(frames) == 8 and frames[0].shape == (32, 32, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt", "videos"]  # no Hydra outputs/
