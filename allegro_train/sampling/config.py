@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from allegro_train.config.load import DEFAULT_CONFIG_DIR, compose_config
 from allegro_train.config.schema import Precision
-from allegro_train.sampling.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from allegro_train.sampling.schedulers import SCHEDULERS
 
 
 # A folder of its own: in configs/ itself, `checkpoint=` would name the training's checkpoint/ group.
@@ -39,7 +39,8 @@ class SampleConfig:
     steps: int = 100
     guidance: float = 7.5  # <= 1 turns classifier-free guidance off
     seed: int = 0  # every prompt starts from this seed, so a prompt's video does not depend on its line
-    scheduler: str = DEFAULT_SCHEDULER  # a key of allegro_train.sampling.SCHEDULERS
+    scheduler: Optional[str] = None  # a key of allegro_train.sampling.SCHEDULERS; null: the checkpoint's own
+    # (its scheduler/ class), else euler_ancestral
     clean_caption: bool = True  # the released pipeline's default; false only lower-cases and strips
     max_length: int = 512  # T5 tokens
     out: str = "sample.mp4"  # .mp4 (15 fps H.264) or .npy (uint8 [T, H, W, 3])
@@ -58,7 +59,7 @@ class ExportConfig:
     out: str = MISSING  # the pipeline folder to write
     vae: Optional[str] = None
     text_encoder: Optional[str] = None
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: Optional[str] = None  # null: the checkpoint's own, else euler_ancestral
     overwrite: bool = False
 
 
@@ -87,7 +88,7 @@ def validate_sample(cfg: SampleConfig) -> None:
     check(cfg.prompt is None or bool(cfg.prompt.strip()), "prompt", cfg.prompt, "is empty")
     check(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
     check(cfg.fps >= 1, "fps", cfg.fps, "must be >= 1")
-    check(cfg.scheduler in SCHEDULERS, "scheduler", cfg.scheduler, f"choose one of {sorted(SCHEDULERS)}")
+    check(cfg.scheduler is None or cfg.scheduler in SCHEDULERS, "scheduler", cfg.scheduler, f"choose one of {sorted(SCHEDULERS)}")
     check(Path(cfg.out).suffix in (".mp4", ".npy"), "out", cfg.out, "must end in .mp4 or .npy")
     check(cfg.dtype != Precision.fp16, "dtype", str(cfg.dtype), "fp16 overflows in the DiT; use bf16 or fp32")
     if cfg.device.startswith("cuda"):
@@ -101,7 +102,7 @@ def validate_sample(cfg: SampleConfig) -> None:
 
 def validate_export(cfg: ExportConfig) -> None:
     _raise_missing(cfg)
-    if cfg.scheduler not in SCHEDULERS:
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
         raise SampleConfigError(f"scheduler={cfg.scheduler!r}: choose one of {sorted(SCHEDULERS)}")
 
 

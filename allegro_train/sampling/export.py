@@ -25,7 +25,7 @@ from allegro_train.models.io import DIFFUSERS_VERSION
 from allegro_train.models.text.t5 import resolve_folders
 from allegro_train.models.vae import VideoVAE
 from allegro_train.sampling.components import MODEL_INDEX, resolve_components
-from allegro_train.sampling.schedulers import DEFAULT_SCHEDULER, build_scheduler
+from allegro_train.sampling.schedulers import build_scheduler
 
 MODEL_INDEX_CONTENT = {
     "_class_name": "AllegroPipeline",
@@ -49,7 +49,7 @@ def _copy_files(source: Path, target: Path) -> None:
 
 
 def export_pipeline(checkpoint: str | os.PathLike, out: str | os.PathLike, vae: str | os.PathLike | None = None,
-                    text_encoder: str | os.PathLike | None = None, scheduler: str = DEFAULT_SCHEDULER,
+                    text_encoder: str | os.PathLike | None = None, scheduler: str | None = None,
                     overwrite: bool = False) -> Path:
     """Write the pipeline folder of ``checkpoint`` (see ``resolve_components``) to ``out``; returns ``out``."""
     out = Path(out)

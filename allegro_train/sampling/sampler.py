@@ -35,7 +35,7 @@ from allegro_train.models.dit import AllegroDiT
 from allegro_train.models.text import T5TextEncoder
 from allegro_train.models.vae import VideoVAE
 from allegro_train.sampling.components import resolve_components
-from allegro_train.sampling.schedulers import DEFAULT_SCHEDULER, build_scheduler
+from allegro_train.sampling.schedulers import build_scheduler
 
 
 def latent_grid(num_frames: int, height: int, width: int, compression: tuple[int, int, int],
@@ -100,7 +100,7 @@ class Sampler:
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, vae: str | os.PathLike | None = None,
-                        text_encoder: str | os.PathLike | None = None, scheduler: str = DEFAULT_SCHEDULER,
+                        text_encoder: str | os.PathLike | None = None, scheduler: str | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                         vae_tiling: bool = False, offload: bool = False, max_length: int = 512) -> "Sampler":
         """Load a pipeline folder or a run checkpoint (``resolve_components`` says which paths are read)."""

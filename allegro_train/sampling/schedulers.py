@@ -49,12 +49,22 @@ def read_scheduler_config(folder: str | os.PathLike | None) -> dict[str, Any]:
         return json.load(f)
 
 
-def build_scheduler(name: str = DEFAULT_SCHEDULER, folder: str | os.PathLike | None = None):
-    """A diffusers scheduler ``name`` (a key of ``SCHEDULERS``) on the base config of ``folder``."""
-    if name not in SCHEDULERS:
+def build_scheduler(name: str | None = None, folder: str | os.PathLike | None = None):
+    """A diffusers scheduler ``name`` (a key of ``SCHEDULERS``) on the base config of ``folder``.
+
+    ``name=None`` keeps the checkpoint's own class (its config's ``_class_name``), else Euler ancestral.
+    """
+    base = read_scheduler_config(folder)
+    if name is None:
+        class_name = base.get("_class_name", SCHEDULERS[DEFAULT_SCHEDULER])
+        if class_name not in SCHEDULERS.values():
+            raise ValueError(f"{Path(folder) / CONFIG_FILE}: _class_name {class_name!r} is not one of "
+                             f"{sorted(SCHEDULERS.values())}; pass scheduler= one of {sorted(SCHEDULERS)}")
+    elif name in SCHEDULERS:
+        class_name = SCHEDULERS[name]
+    else:
         raise ValueError(f"scheduler={name!r}: unknown; choose one of {sorted(SCHEDULERS)}")
     import diffusers  # lazy: the models and the trainer import this package without needing diffusers
 
-    base = read_scheduler_config(folder)
     # from_config keeps the keys the class knows (betas, prediction type, spacing) and drops the rest.
-    return getattr(diffusers, SCHEDULERS[name]).from_config(base)
+    return getattr(diffusers, class_name).from_config(base)
