@@ -1,0 +1,13 @@
+"""Sampling from Allegro checkpoints and export to a diffusers pipeline folder.
+
+``Sampler`` (prompt -> uint8 frames) is the one path both ``launch/sample.py`` and the trainer's
+validation sampling call; ``export_pipeline`` writes the folder ``diffusers.AllegroPipeline`` loads.
+"""
+
+from allegro_train.sampling.components import Components, resolve_components
+from allegro_train.sampling.export import export_pipeline
+from allegro_train.sampling.sampler import Sampler, latent_grid
+from allegro_train.sampling.schedulers import SCHEDULERS, build_scheduler
+
+__all__ = ["Components", "SCHEDULERS", "Sampler", "build_scheduler", "export_pipeline", "latent_grid",
+           "resolve_components"]

@@ -1,0 +1,119 @@
+"""Typed configs of ``launch/sample.py`` and ``launch/export.py``, apart from training's.
+
+``configs/sampling/sample.yaml`` and ``.../export.yaml`` only compose these schemas (registered in
+Hydra's ConfigStore as ``sample_schema`` / ``export_schema``); an unknown or ill-typed key fails at
+start-up, and ``validate_*`` names every value that type-checks but cannot run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, cast
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from allegro_train.config.load import DEFAULT_CONFIG_DIR, compose_config
+from allegro_train.config.schema import Precision
+from allegro_train.sampling.schedulers import SCHEDULERS
+
+
+# A folder of its own: in configs/ itself, `checkpoint=` would name the training's checkpoint/ group.
+CONFIG_DIR = DEFAULT_CONFIG_DIR / "sampling"
+
+
+class SampleConfigError(ValueError):
+    """A sample / export config that cannot run; the message names each key and its value."""
+
+
+@dataclass
+class SampleConfig:
+    checkpoint: str = MISSING  # a diffusers pipeline folder, or a run dir / run.dir/final / transformer folder
+    prompt: Optional[str] = None  # exactly one of prompt and prompts_file
+    prompts_file: Optional[str] = None  # one prompt a line; outputs get _000, _001, ... before the suffix
+    negative_prompt: str = ""
+    num_frames: int = 88  # the released defaults: 88 x 720 x 1280, 100 Euler-ancestral steps, CFG 7.5
+    height: int = 720
+    width: int = 1280
+    steps: int = 100
+    guidance: float = 7.5  # <= 1 turns classifier-free guidance off
+    seed: int = 0  # every prompt starts from this seed, so a prompt's video does not depend on its line
+    scheduler: Optional[str] = None  # a key of allegro_train.sampling.SCHEDULERS; null: the checkpoint's own
+    # (its scheduler/ class), else euler_ancestral
+    clean_caption: bool = True  # the released pipeline's default; false only lower-cases and strips
+    max_length: int = 512  # T5 tokens
+    out: str = "sample.mp4"  # .mp4 (15 fps H.264) or .npy (uint8 [T, H, W, 3])
+    fps: int = 15
+    vae: Optional[str] = None  # frozen components of a run checkpoint (default: the run's config.yaml)
+    text_encoder: Optional[str] = None
+    device: str = "cuda"
+    dtype: Precision = Precision.bf16  # DiT and T5; the VAE always decodes in fp32
+    vae_tiling: bool = True  # the released pipeline always decodes in tiles
+    offload: bool = False  # keep models on the CPU, each on the device only for its stage
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING
+    out: str = MISSING  # the pipeline folder to write
+    vae: Optional[str] = None
+    text_encoder: Optional[str] = None
+    scheduler: Optional[str] = None  # null: the checkpoint's own, else euler_ancestral
+    overwrite: bool = False
+
+
+ConfigStore.instance().store(name="sample_schema", node=SampleConfig)
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+
+
+def _raise_missing(cfg: Any) -> None:
+    if isinstance(cfg, DictConfig):
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise SampleConfigError(f"config values required but not set (???): {', '.join(missing)}")
+
+
+def validate_sample(cfg: SampleConfig) -> None:
+    """Raise ``SampleConfigError`` listing every key that type-checks but cannot run."""
+    _raise_missing(cfg)
+    problems: list[str] = []
+
+    def check(ok: bool, key: str, value: Any, why: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r}: {why}")
+
+    check((cfg.prompt is None) != (cfg.prompts_file is None), "prompt", cfg.prompt,
+          f"give exactly one of prompt and prompts_file (prompts_file={cfg.prompts_file!r})")
+    check(cfg.prompt is None or bool(cfg.prompt.strip()), "prompt", cfg.prompt, "is empty")
+    check(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
+    check(cfg.fps >= 1, "fps", cfg.fps, "must be >= 1")
+    check(cfg.scheduler is None or cfg.scheduler in SCHEDULERS, "scheduler", cfg.scheduler, f"choose one of {sorted(SCHEDULERS)}")
+    check(Path(cfg.out).suffix in (".mp4", ".npy"), "out", cfg.out, "must end in .mp4 or .npy")
+    check(cfg.dtype != Precision.fp16, "dtype", str(cfg.dtype), "fp16 overflows in the DiT; use bf16 or fp32")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        check(torch.cuda.is_available(), "device", cfg.device, "CUDA is not available here; pass device=cpu")
+    check(not (cfg.offload and cfg.device == "cpu"), "offload", cfg.offload, "needs an accelerator device")
+    if problems:
+        raise SampleConfigError("invalid sample config:\n  " + "\n  ".join(problems))
+
+
+def validate_export(cfg: ExportConfig) -> None:
+    _raise_missing(cfg)
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
+        raise SampleConfigError(f"scheduler={cfg.scheduler!r}: choose one of {sorted(SCHEDULERS)}")
+
+
+def load_sample_config(overrides: Sequence[str] = ()) -> SampleConfig:
+    """Compose ``configs/sampling/sample.yaml`` with Hydra-syntax ``overrides`` and validate it."""
+    cfg = cast(SampleConfig, compose_config(CONFIG_DIR, "sample", overrides, SampleConfigError))
+    validate_sample(cfg)
+    return cfg
+
+
+def load_export_config(overrides: Sequence[str] = ()) -> ExportConfig:
+    cfg = cast(ExportConfig, compose_config(CONFIG_DIR, "export", overrides, SampleConfigError))
+    validate_export(cfg)
+    return cfg

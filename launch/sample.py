@@ -1,0 +1,24 @@
+"""Sample videos: ``python launch/sample.py checkpoint=PATH prompt="..." out=video.mp4``.
+
+Keys (allegro_train/sampling/config.py): prompts_file, negative_prompt, num_frames, height, width,
+steps, guidance, seed, scheduler, clean_caption, out (.mp4 or .npy), vae, text_encoder, device,
+dtype, vae_tiling, offload. See docs/sampling.md.
+"""
+
+from typing import cast
+
+import hydra
+from omegaconf import DictConfig
+
+from allegro_train.sampling.command import run_sample
+from allegro_train.sampling.config import CONFIG_DIR, SampleConfig, validate_sample
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="sample", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    validate_sample(cast(SampleConfig, cfg))
+    run_sample(cast(SampleConfig, cfg))
+
+
+if __name__ == "__main__":
+    main()
