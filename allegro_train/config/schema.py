@@ -212,6 +212,23 @@ class LoggingConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Samples from fixed prompts and seeds during training (needs the frozen VAE and T5 paths)."""
+
+    every_steps: Optional[int] = None  # None: no validation sampling
+    prompts: list[str] = field(default_factory=lambda: ["a red square moves right", "a blue circle moves up"])
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 50
+    guidance: float = 7.5
+    scheduler: str = "euler_ancestral"
+    num_frames: Optional[int] = None  # None: the first bucket's size
+    height: Optional[int] = None
+    width: Optional[int] = None
+    fps: int = 15
+
+
+@dataclass
 class StageConfig:
     name: str = "debug"
     description: str = ""
@@ -228,6 +245,7 @@ class TrainConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     stage: StageConfig = field(default_factory=StageConfig)
 
 
@@ -279,7 +297,8 @@ def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
 _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
     (("train.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
       "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
-      "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps"),
+      "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps", "validation.steps",
+      "validation.fps"),
      lambda v: v >= 1, "must be >= 1"),
     (("data.shuffle_buffer", "data.frame_stride"), lambda v: v >= 1, "must be >= 1"),
     (("data.epochs",), lambda v: v is None or v >= 1, "must be >= 1, or null for an endless loader"),
@@ -290,7 +309,7 @@ _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
      lambda v: v >= 0, "must be >= 0"),
     (("optim.lr", "optim.eps", "diffusion.flow_logit_std", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
     (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
-      "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip"),
+      "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip", "validation.every_steps"),
      lambda v: v is None or v > 0, "must be > 0 (or null: off / the default)"),
     (("diffusion.caption_dropout",), lambda v: 0 <= v <= 1, "is a probability, must be in [0, 1]"),
     (("diffusion.beta_start",), lambda v: 0 < v < 1, "must be in (0, 1)"),

@@ -81,6 +81,15 @@ class MetricsLogger:
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step=step)
 
+    def log_videos(self, step: int, videos: list[tuple[Path, str]], key: str = "samples") -> None:
+        """mp4 files (with their prompts) as W&B videos; the files themselves stay in run.dir."""
+        if self.wandb_run is None or not videos:
+            return
+        import wandb
+
+        self.wandb_run.log({key: [wandb.Video(str(path), caption=prompt, format="mp4") for path, prompt in videos]},
+                           step=step)
+
     def close(self) -> None:
         if not self.enabled:
             return

@@ -36,6 +36,7 @@ from allegro_train.training.ema import EMA, full_module_state_dict
 from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
 from allegro_train.training.lora import apply_lora, merged_state_dict, save_adapters
 from allegro_train.training.metrics import MetricsLogger, StepStats
+from allegro_train.training.validation import Validator
 from allegro_train.training.optim import lr_multiplier, param_groups
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,10 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     logger = MetricsLogger(run_dir, dist.is_main, str(cfg.logging.wandb_mode), cfg.logging.wandb_project,
                            cfg.logging.wandb_entity, cfg.run.name,
                            OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), resume_step=step)
+    validator = None
+    if cfg.validation.every_steps:
+        validator = Validator(cfg, dist.device, run_dir, dist.is_main,
+                              encoders=inputs if isinstance(inputs, OnlineInputs) else None)
     stats = StepStats(cfg.diffusion.num_train_timesteps)
     flow = str(cfg.diffusion.objective) == "flow"
     accum = cfg.optim.grad_accum_steps
@@ -247,6 +252,8 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                 "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
                 "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum),
                 **loader_counts(loader)})
+        if validator is not None and step % cfg.validation.every_steps == 0:
+            logger.log_videos(step, validator.run(engine.module, step))
         if step % cfg.checkpoint.every_steps == 0 or step == max_steps:
             rank_state = {"data": loader.state_dict(),
                           "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}

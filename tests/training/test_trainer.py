@@ -188,3 +188,23 @@ def test_online_path_encodes_raw_clips_with_the_frozen_vae_and_t5(tmp_path, tiny
     assert summary["steps"] == 2 and all(torch.isfinite(torch.tensor(summary["losses"])))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["data/bucket/8x64x64"] == 4  # two batches of 2 raw clips, encoded on the fly
+
+
+def test_validation_samples_are_written_and_logged(tmp_path, tiny_t5):
+    from allegro_train.models.vae import VideoVAE, vae_config
+
+    VideoVAE(vae_config("allegro-vae-debug")).save_pretrained(tmp_path / "vae")
+    cfg = demo_config(tmp_path / "run", "train.max_steps=2", "validation.every_steps=2", "validation.steps=2",
+                      "validation.prompts=[a red square moves right,a blue circle]", "logging.wandb_mode=offline",
+                      f"model.vae_pretrained={tmp_path / 'vae'}", f"model.text_encoder_pretrained={tiny_t5}")
+    train(cfg)
+    folder = tmp_path / "run" / "samples" / "step_000000002"
+    index = json.loads((folder / "index.json").read_text())
+    assert [entry["prompt"] for entry in index] == ["a red square moves right", "a blue circle"]
+    import av
+
+    with av.open(str(folder / index[0]["file"])) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 8 and frames[0].shape == (64, 64, 3)  # the demo's first bucket, 8 x 64 x 64
+    media = list((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/videos/samples_*.mp4"))
+    assert len(media) == 2  # logged to W&B as videos
