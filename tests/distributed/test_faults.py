@@ -72,7 +72,7 @@ def test_sigterm_checkpoints_and_the_relaunch_resumes_exactly(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert "SIGTERM: checkpoint of step" in err, err[-5000:]
+    assert "SIGTERM: checkpoint of step" in out + err, (out + err)[-5000:]  # Hydra logs to stdout
     (stopped,) = complete_checkpoints(split)
     step = json.loads((split / "checkpoints" / stopped / "trainer.json").read_text())["step"]
     assert 3 <= step < 2000 and not (split / "final").exists()
