@@ -90,6 +90,11 @@ class LoopConfig:
     max_steps: int = 100  # optimizer steps; raise it and relaunch to continue a finished run
     # Dense bf16 peak of one device, TFLOP/s, the denominator of the logged MFU (H100/H200 SXM: 989).
     device_peak_tflops: float = 989.0
+    # Fault handling (allegro_train/training/faults.py, docs/troubleshooting.md). Watchdog: with no
+    # step completed in this many seconds every rank dumps its stacks and exits non-zero (None: off).
+    watchdog_seconds: Optional[float] = None
+    watchdog_first_grace: float = 600.0  # added to the first step's deadline (kernel builds, loader warm-up)
+    max_nonfinite_in_row: int = 20  # NaN/inf-loss steps are skipped; this many in a row stop the run
 
 
 @dataclass
@@ -297,8 +302,8 @@ def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
 _BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
     (("train.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
       "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
-      "parallel.sequence_parallel", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps", "validation.steps",
-      "validation.fps"),
+      "parallel.sequence_parallel", "train.max_nonfinite_in_row", "checkpoint.every_steps",
+      "checkpoint.keep_last", "logging.every_steps", "validation.steps", "validation.fps"),
      lambda v: v >= 1, "must be >= 1"),
     (("data.shuffle_buffer", "data.frame_stride"), lambda v: v >= 1, "must be >= 1"),
     (("data.epochs",), lambda v: v is None or v >= 1, "must be >= 1, or null for an endless loader"),
@@ -390,6 +395,11 @@ def validate(cfg: TrainConfig) -> None:
         kinds = {b.frames == 1 for b in data.buckets}
         check(kinds == {True, False}, "data.image_fraction", data.image_fraction,
               "mixes image and video batches, so data.buckets needs both (frames 1 and frames > 1)")
+
+    loop = cfg.train
+    check(loop.watchdog_seconds is None or loop.watchdog_seconds > 0, "train.watchdog_seconds",
+          loop.watchdog_seconds, "must be > 0, or null to turn the watchdog off")
+    check(loop.watchdog_first_grace >= 0, "train.watchdog_first_grace", loop.watchdog_first_grace, "must be >= 0")
 
     beta_start, beta_end = cfg.diffusion.beta_start, cfg.diffusion.beta_end
     check(beta_start < beta_end < 1, "diffusion.beta_end", beta_end, f"must be in (beta_start={beta_start}, 1)")

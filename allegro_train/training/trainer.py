@@ -4,6 +4,10 @@
           (ZeRO reduces, clips, accumulates, steps AdamW and the LR schedule) -> EMA
           -> metrics.jsonl / W&B -> checkpoints/step_N (atomic) -> final/transformer (diffusers)
 
+Faults (training/faults.py): a step whose loss is NaN/inf on any rank is skipped on all of them
+before backward; SIGTERM checkpoints after the current step and returns; the optional watchdog
+ends a rank whose steps stop completing, after dumping its stacks.
+
 Relaunching with the same ``run.dir`` resumes from the newest complete checkpoint and continues
 exactly (model, optimizer, LR schedule, EMA, loader position, every rank's RNG), up to
 ``train.max_steps``, also when that was raised.
@@ -33,6 +37,8 @@ from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier
 from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.ema import EMA, full_module_state_dict
+from allegro_train.training.faults import (NonfiniteGuard, NonfiniteLossError, Preemption, Watchdog,
+                                           maybe_inject_faults)
 from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
 from allegro_train.training.lora import apply_lora, merged_state_dict, save_adapters
 from allegro_train.training.metrics import MetricsLogger, StepStats
@@ -148,13 +154,21 @@ def max_memory_gb(device: torch.device) -> float:
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train to ``train.max_steps`` optimizer steps; returns a summary (losses, paths) on every rank."""
     dist = init_distributed()
+    preemption = Preemption()
+    watchdog = None
+    if cfg.train.watchdog_seconds is not None:  # started now: the first deadline covers the build too
+        watchdog = Watchdog(cfg.train.watchdog_seconds, Path(cfg.run.dir) / f"hang_rank_{dist.rank}.txt",
+                            cfg.train.watchdog_first_grace)
     try:
-        return _train(cfg, dist)
+        return _train(cfg, dist, preemption, watchdog)
     finally:
+        if watchdog is not None:
+            watchdog.stop()
+        preemption.restore()
         shutdown()
 
 
-def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: Watchdog | None) -> dict[str, Any]:
     import deepspeed
 
     run_dir = Path(cfg.run.dir)
@@ -179,10 +193,12 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
 
     checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
     step = 0
+    guard = NonfiniteGuard(cfg.train.max_nonfinite_in_row)
     latest = checkpoints.latest() if cfg.checkpoint.resume else None
     if latest is not None:
         meta, rank_state = checkpoints.load(latest, engine, ema)
         step = meta["step"]
+        guard.skipped = rank_state.get("skipped_nonfinite", 0)  # absent in checkpoints from before the guard
         loader.load_state_dict(rank_state["data"])
         generator.set_state(rank_state["rng"]["generator"])
         torch.set_rng_state(rank_state["rng"]["torch"])
@@ -206,6 +222,11 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     def model_fn(noisy, timesteps, text_states, text_mask):
         return engine(noisy.to(dtype), timesteps, text_states.to(dtype), text_mask)
 
+    def save_checkpoint() -> None:
+        rank_state = {"data": loader.state_dict(), "skipped_nonfinite": guard.skipped,
+                      "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
+        checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage})
+
     losses: list[float] = []
     engine.train()
     batches = iter(loader)  # resumes from the loader's state; it never restarts an epoch on its own
@@ -215,8 +236,11 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
         step_loss, step_flops, step_tokens, step_samples = 0.0, 0, 0, 0
         pre_step_norm = None
         lr = scheduler.get_last_lr()[0]  # the lr this step's update uses
+        skipped = False
         for micro in range(accum):
             batch = next(batches)
+            if skipped:  # a skipped step still consumes its batches, as a relaunch would
+                continue
             grid, tokens = tokens_of(dit, batch["bucket"], cfg.data)
             latents, (text, mask) = inputs(batch, generator, dist.device)
             if inputs.null is not None:  # text and the empty caption padded to one length, then dropped
@@ -225,7 +249,16 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                                            cfg.diffusion.caption_dropout, generator)
             out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
                                                      "text_mask": mask.to(dist.device)}, generator)
-            engine.backward(out.loss)  # DeepSpeed divides by the accumulation steps
+            micro_loss = maybe_inject_faults(out.loss, dist.rank, step + guard.skipped + 1)
+            if not guard.all_finite(micro_loss):  # agreed by all ranks, before any of them runs backward
+                if micro > 0:
+                    raise NonfiniteLossError(
+                        f"non-finite loss in micro-batch {micro} of the step after {step}: the gradients of the "
+                        "earlier micro-batches are already accumulated inside DeepSpeed, so the step cannot be "
+                        "skipped (optim.grad_accum_steps > 1); the newest complete checkpoint is intact")
+                skipped = True
+                continue
+            engine.backward(micro_loss)  # DeepSpeed divides by the accumulation steps
             if micro == accum - 1 and cfg.parallel.zero_stage == 0:
                 pre_step_norm = unclipped_grad_norm(engine.module)  # ZeRO-0 clips without reporting it
             engine.step()  # steps the optimizer and LR schedule at the accumulation boundary only
@@ -235,6 +268,15 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
             step_samples += len(latents)
             t = out.timesteps.float() * (cfg.diffusion.num_train_timesteps if flow else 1)
             stats.add(out.per_sample, t, batch["bucket"])
+        if skipped:  # no update and no checkpoint of this step; raises after K in a row
+            guard.record_skip(step)
+            if watchdog is not None:
+                watchdog.beat()
+            if preemption.requested():
+                save_checkpoint()
+                break
+            continue
+        guard.record_good()
         if ema is not None:
             ema.update()
         step += 1
@@ -250,16 +292,24 @@ def _train(cfg: TrainConfig, dist: DistInfo) -> dict[str, Any]:
                 "lr": lr, "samples_per_s": float(totals[3]) / seconds,
                 "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
                 "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
-                "max_mem_gb": max_memory_gb(dist.device), **stats.summary(all_reduce_sum),
-                **loader_counts(loader)})
+                "max_mem_gb": max_memory_gb(dist.device), "skipped_nonfinite": guard.skipped,
+                **stats.summary(all_reduce_sum), **loader_counts(loader)})
         if validator is not None and step % cfg.validation.every_steps == 0:
             logger.log_videos(step, validator.run(engine.module, step))
-        if step % cfg.checkpoint.every_steps == 0 or step == max_steps:
-            rank_state = {"data": loader.state_dict(),
-                          "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
-            checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage})
+        preempted = preemption.requested()
+        if preempted or step % cfg.checkpoint.every_steps == 0 or step == max_steps:
+            save_checkpoint()
+        if watchdog is not None:
+            watchdog.beat()
+        if preempted:
+            break
     progress.close()
     logger.close()
+    if watchdog is not None:
+        watchdog.stop()  # the export below runs on rank 0 alone while the others wait
+    if step < max_steps:  # SIGTERM: checkpointed above; the relaunch continues from it
+        log.info("SIGTERM: checkpoint of step %d written, exiting for the relaunch", step)
+        return {"steps": step, "preempted": True, "losses": losses, "metrics": str(logger.path)}
 
     # Export: the EMA weights when there are any (what one samples with), else the trained ones;
     # LoRA adapters merged into the base weights (and saved apart as well).
