@@ -8,8 +8,10 @@ from typing import Any
 def deepspeed_config(cfg) -> dict[str, Any]:
     """ZeRO stage, offload, precision, clipping, accumulation and AdamW for ``deepspeed.initialize``.
 
-    The optimizer is named rather than built so DeepSpeed picks its kernel for the placement:
-    FusedAdam on the device, DeepSpeedCPUAdam when optimizer states are offloaded.
+    The optimizer is named rather than built: torch's AdamW (``torch_adam``) on the device, and
+    DeepSpeedCPUAdam when optimizer states are offloaded. Not DeepSpeed's FusedAdam: its step count
+    is not in its state dict, so a resumed run's bias correction restarted and drifted from an
+    uninterrupted one (caught by the mid-run resume tests).
     """
     par, opt = cfg.parallel, cfg.optim
     zero: dict[str, Any] = {"stage": par.zero_stage}
@@ -26,7 +28,8 @@ def deepspeed_config(cfg) -> dict[str, Any]:
         "gradient_clipping": opt.grad_clip if opt.grad_clip is not None else 0.0,
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay},
+            "params": {"lr": opt.lr, "betas": list(opt.betas), "eps": opt.eps, "weight_decay": opt.weight_decay,
+                       **({} if par.offload_optimizer else {"torch_adam": True})},
         },
         "zero_optimization": zero,
         "bf16": {"enabled": precision == "bf16"},
