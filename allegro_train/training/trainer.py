@@ -91,14 +91,17 @@ def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
     if not data_cfg.shards:
         folder = run_dir / "synthetic_shards"
         buckets = [(b.frames, b.height, b.width) for b in data_cfg.buckets]
+        # Rank 0 writes; the others, after the barrier, find the folder complete and get the same
+        # paths (the shard count is part of them, so every rank must pass the same arguments).
+        write = lambda: write_synthetic_shards(  # noqa: E731
+            folder, buckets, dit.caption_channels, data_cfg.text_len, dit.in_channels,
+            num_shards=max(4, dist.world_size * max(data_cfg.num_workers, 1)),
+            latent_scaling_factor=data_cfg.latent_scaling_factor, temporal=data_cfg.vae_temporal_compression,
+            spatial=data_cfg.vae_spatial_compression, seed=cfg.run.seed)
         if dist.is_main:
-            write_synthetic_shards(folder, buckets, dit.caption_channels, data_cfg.text_len, dit.in_channels,
-                                   num_shards=max(4, dist.world_size * max(data_cfg.num_workers, 1)),
-                                   latent_scaling_factor=data_cfg.latent_scaling_factor,
-                                   temporal=data_cfg.vae_temporal_compression,
-                                   spatial=data_cfg.vae_spatial_compression, seed=cfg.run.seed)
+            write()
         barrier()
-        pattern, null_path = write_synthetic_shards(folder, buckets, dit.caption_channels, data_cfg.text_len)
+        pattern, null_path = write()
         data_cfg = OmegaConf.merge(data_cfg, {"shards": [pattern], "null_caption": null_path, "precomputed": True})
     inputs = (PrecomputedInputs(data_cfg.null_caption) if data_cfg.precomputed
               else OnlineInputs(cfg.model, dist.device))
