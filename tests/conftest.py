@@ -6,9 +6,7 @@ for it do not pay for them.
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 from pathlib import Path
 
 import pytest
@@ -23,32 +21,10 @@ SPM_VOCAB = 64  # unigram, as T5's own; these words allow at most ~70 pieces
 
 
 def build_tiny_t5(folder: Path, seed: int = 0) -> Path:
-    """Write ``folder/text_encoder`` (T5EncoderModel, d_model 32, safetensors) and ``folder/tokenizer``
-    (a sentencepiece unigram model trained here, ids as T5's: pad 0, EOS 1, unk 2). Returns ``folder``.
+    """``folder/text_encoder`` (d_model 32) + ``folder/tokenizer`` trained on ``TRAINING_CAPTIONS``."""
+    from allegro_train.demo.text import build_tiny_t5 as build
 
-    transformers 5's ``T5Tokenizer(vocab_file=...)`` ignores the file, so the tokenizer is saved as
-    ``spiece.model`` + config and must be loaded with ``from_pretrained``.
-    """
-    import sentencepiece as spm
-    import torch
-    from transformers import T5Config, T5EncoderModel
-
-    tokenizer_dir, encoder_dir = folder / "tokenizer", folder / "text_encoder"
-    tokenizer_dir.mkdir(parents=True)
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(TRAINING_CAPTIONS), model_writer=model,
-                                   vocab_size=SPM_VOCAB, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
-                                   bos_id=-1, character_coverage=1.0, minloglevel=2, num_threads=1)
-    (tokenizer_dir / "spiece.model").write_bytes(model.getvalue())
-    (tokenizer_dir / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 512,
-         "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
-
-    torch.manual_seed(seed)
-    config = T5Config(d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64, vocab_size=SPM_VOCAB,
-                      feed_forward_proj="gated-gelu", dropout_rate=0.0)  # gated-gelu: T5 v1.1
-    T5EncoderModel(config).save_pretrained(encoder_dir)
-    return folder
+    return build(folder, TRAINING_CAPTIONS, SPM_VOCAB, d_model=32, seed=seed)
 
 
 @pytest.fixture(scope="session")
