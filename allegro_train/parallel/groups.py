@@ -16,7 +16,9 @@ DeepSpeed's own sequence-parallel mpu: docs/parallelism.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch.distributed as tdist
@@ -52,3 +54,15 @@ def build_sequence_groups(size: int, dist: DistInfo) -> SequenceGroups:
         if dist.rank in ranks:
             group = made
     return SequenceGroups(size, dist.rank % size, dist.world_size // size, dist.rank // size, group)
+
+
+def check_resume_layout(checkpoint: Path, sp: SequenceGroups) -> None:
+    """Refuse to resume a checkpoint written under another SP degree, before anything is loaded.
+
+    Each rank's loader position belongs to its data-parallel rank, and the DP size changes with K;
+    checkpoints from before sequence parallelism existed were written with K = 1.
+    """
+    written = json.loads((checkpoint / "trainer.json").read_text()).get("sequence_parallel", 1)
+    if written != sp.size:
+        raise ConfigError(f"parallel.sequence_parallel={sp.size}: {checkpoint} was written with "
+                          f"sequence_parallel={written}; resume with the same degree (or a new run.dir)")

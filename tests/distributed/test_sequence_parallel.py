@@ -1,6 +1,7 @@
 """Ulysses sequence parallelism under torchrun (CPU, gloo): equal to one process, to fp32 rounding.
 
-The per-rank work is in sp_worker.py; these tests launch it and read the largest differences.
+Model and DeepSpeed checks run in sp_worker.py (these tests launch it and read the largest
+differences); training checks run the trainer's demo stage.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from torchrun import check, environment, free_port
+from torchrun import check, environment, free_port, launch, losses, records
 
 WORKER = Path(__file__).with_name("sp_worker.py")
 
@@ -42,3 +43,39 @@ def test_sp2_outputs_and_gradients_equal_one_process(tmp_path):
 def test_four_ranks_equal_one_process(tmp_path, degree):
     """4 ranks: SP=2 x DP=2 (ZeRO averages two sample streams) and SP=4 (9 tokens pad to 12)."""
     assert_equal_to_one_process(run_worker(tmp_path, nproc=4, degree=degree))
+
+
+# The demo stage on buckets with 30 and 15 tokens: the images' 15 split as 8 + 7 (padding) under SP=2.
+ODD_BUCKETS = "data.buckets=[{frames: 8, height: 48, width: 80}, {frames: 1, height: 48, width: 80}]"
+TRAIN = ("parallel=zero2", "parallel.precision=fp32", ODD_BUCKETS, "checkpoint.every_steps=5")
+
+
+@pytest.fixture(scope="module")
+def sp2_run(tmp_path_factory) -> Path:
+    """10 uninterrupted steps with SP=2 on 2 ranks (one data-parallel stream)."""
+    run = tmp_path_factory.mktemp("sp2") / "run"
+    check(launch(run, "train.max_steps=10", "parallel.sequence_parallel=2", *TRAIN))
+    return run
+
+
+@pytest.mark.slow
+def test_sp2_training_logs_the_losses_of_one_process(tmp_path, sp2_run):
+    single = tmp_path / "single"
+    check(launch(single, "train.max_steps=10", *TRAIN, nproc=1))
+    one, two = records(single), records(sp2_run)
+    assert [r["step"] for r in two] == list(range(1, 11))
+    for key in ("loss", "grad_norm"):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], rel=1e-5), key
+    for record in two:  # one batch of 2 samples a step, not one per rank
+        assert record["samples_per_s"] * record["step_seconds"] == pytest.approx(2)
+
+
+@pytest.mark.slow
+def test_sp2_resume_continues_exactly_and_refuses_another_degree(tmp_path, sp2_run):
+    split = tmp_path / "split"
+    check(launch(split, "train.max_steps=5", "parallel.sequence_parallel=2", *TRAIN))
+    other = launch(split, "train.max_steps=10", *TRAIN)  # SP=1 on the same 2 ranks
+    assert other.returncode != 0
+    assert "parallel.sequence_parallel=1" in other.stderr and "sequence_parallel=2" in other.stderr
+    check(launch(split, "train.max_steps=10", "parallel.sequence_parallel=2", *TRAIN))
+    assert losses(split) == losses(sp2_run)
