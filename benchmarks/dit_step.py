@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from allegro_train.models.dit import AllegroDiT, dit_config, dit_train_flops  # noqa: E402
+from allegro_train.parallel.memory import SavedActivations  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -128,32 +129,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-class count_saved_activations:
-    """Bytes autograd keeps for backward, parameters excluded: the deterministic activation footprint."""
-
-    def __init__(self, model):
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.storages: dict[int, int] = {}
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in self.params:
-            self.storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.storages.values())
-
-    def __enter__(self):
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.hooks.__exit__(*exc)
-
-
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -174,7 +149,7 @@ def run_one(args) -> dict:
         # CPU peak memory comes from the first step: afterwards the allocator keeps freed
         # activations resident, so the process's RSS no longer shows what a step needs.
         rss_before = rss_bytes()
-        with count_saved_activations(model) as saved:
+        with SavedActivations(model) as saved:
             step()
         for _ in range(args.warmup - 1):
             step()
