@@ -135,7 +135,8 @@ def state_bytes(num_params: int, layout: Layout) -> tuple[float, float]:
     state per parameter (fp32 master copy, Adam's two moments); fp32 keeps 4 + 4 and 8. ZeRO-1
     shards the optimizer states over all ranks, ZeRO-2 also the gradients, ZeRO-3 also the
     parameters; SP ranks are ZeRO ranks like any other. The EMA is one fp32 copy, sharded under
-    ZeRO-3 only.
+    ZeRO-3 only. Offloading the optimizer moves its states (and, from ZeRO-2, the fp32 gradient
+    partitions) to the host; offloading parameters (ZeRO-3) moves their partitions.
     """
     w, s = layout.world_size, layout.zero_stage
     mixed = layout.precision != "fp32"
@@ -147,6 +148,8 @@ def state_bytes(num_params: int, layout: Layout) -> tuple[float, float]:
     gpu, host = params + grads + optimizer + ema, 0.0
     if layout.offload_optimizer:  # DeepSpeedCPUAdam steps the fp32 partition on the host
         gpu, host = gpu - optimizer, host + optimizer
+        if s >= 2:  # reduced gradient partitions go straight to the host, in fp32, for the CPU step
+            gpu, host = gpu - grads, host + num_params * 4 / w
     if layout.offload_params:
         gpu, host = gpu - params, host + params
     return gpu, host

@@ -187,6 +187,10 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     sp = build_sequence_groups(cfg.parallel.sequence_parallel, dist)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
+    latest = checkpoints.latest() if cfg.checkpoint.resume else None
+    if latest is not None:  # before the model is built
+        check_resume_layout(latest, sp)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model, sp.group)
     dit = model.config
@@ -204,12 +208,9 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     # within a sequence-parallel group
     generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + sp.dp_rank)
 
-    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
     step = 0
     guard = NonfiniteGuard(cfg.train.max_nonfinite_in_row)
-    latest = checkpoints.latest() if cfg.checkpoint.resume else None
     if latest is not None:
-        check_resume_layout(latest, sp)
         meta, rank_state = checkpoints.load(latest, engine, ema)
         step = meta["step"]
         guard.skipped = rank_state.get("skipped_nonfinite", 0)  # absent in checkpoints from before the guard
