@@ -16,15 +16,16 @@ width D and H heads (tests/parallel/test_memory.py checks it against torch's sav
     FFN hidden before and after GELU      8 x D act
     FFN output (gate)                     1 x D act
     two attentions' logsumexp (fp32)      2 x 4H,  two LayerNorms' mean + rstd (fp32)  16
-                                          = 8D + 21 D act + 8H + 16 bytes
+                                          = 8D + 21 D act + 8H + 16 bytes   (+ D act under SP)
 
 plus per sample and block the cross-attention keys and values (2 L D act), the six modulation
 vectors with the two (1 + scale) (8 D act) and the text mask's bias (L act). A checkpointed block keeps only its input (D act per
 token); backward recomputes one block at a time, so its full activations are added once.
 Outside the blocks: the final LayerNorm (4D + 8) and two D-wide inputs (2 D act) per local token,
-the fp32 RoPE tables (8 head_dim per token: cos + sin) and the patch embedding's input
+the fp32 RoPE tables (8 head_dim per local position: cos + sin), the patch embedding's input
 (C p^2 act) per token of the whole sequence (each rank of an SP group embeds all of it); per sample
-the timestep and caption MLPs' inputs and hidden states, and the checkpoints' inputs.
+the timestep and caption MLPs' inputs and hidden states, and the checkpoints' inputs. When SP
+pads the keys, each block's sdpa also keeps a score bias per key (act bytes).
 
 Under Ulysses every per-token term scales with the local tokens, ceil(N / K) x batch: the
 all-to-all hands attention [N, H/K, d], the same bytes as [N/K, H, d].
@@ -75,10 +76,12 @@ class MemoryEstimate:
         return self.states + self.activations + self.buffers
 
 
-def block_bytes_per_token(config: DiTConfig, act: int) -> int:
-    """Saved for backward per video token by one block that is not checkpointed."""
+def block_bytes_per_token(config: DiTConfig, act: int, sequence_parallel: int = 1) -> int:
+    """Saved for backward per video token by one block that is not checkpointed. Under SP the
+    output projection's input is the all-to-all's fresh output rather than a view of the saved
+    attention output: one more D act."""
     dim, heads = config.inner_dim, config.num_attention_heads
-    return 8 * dim + 21 * dim * act + 8 * heads + 16
+    return 8 * dim + (21 + (sequence_parallel > 1)) * dim * act + 8 * heads + 16
 
 
 def block_bytes_per_sample(config: DiTConfig, text_len: int, act: int) -> int:
@@ -95,26 +98,30 @@ def embedding_bytes_per_sample(config: DiTConfig, text_len: int, act: int) -> in
 
 
 def rope_bytes(config: DiTConfig, tokens: int) -> int:
-    """The fp32 cos and sin tables of the whole sequence, resident through the step (each SP rank
-    builds all of them and keeps its slice)."""
+    """The fp32 cos and sin tables of ``tokens`` positions (one table serves the whole batch)."""
     return tokens * 8 * config.attention_head_dim
 
 
 def saved_activation_bytes(config: DiTConfig, tokens: int, text_len: int, batch: int, checkpointing: str,
                            act: int, sequence_parallel: int = 1) -> int:
     """What autograd holds at the end of one forward on one rank (checkpointed blocks: their inputs only)."""
-    local = math.ceil(tokens / sequence_parallel) * batch  # tokens this rank computes
+    positions = math.ceil(tokens / sequence_parallel)  # of each sample, on this rank
+    local = positions * batch  # tokens this rank computes
     every = parse_checkpointing(checkpointing)
     checkpointed = len(range(0, config.num_layers, every)) if every else 0
     full = config.num_layers - checkpointed
     dim, patch = config.inner_dim, config.patch_size
-    blocks = (full * (local * block_bytes_per_token(config, act) + batch * block_bytes_per_sample(config, text_len, act))
+    per_token = block_bytes_per_token(config, act, sequence_parallel)
+    blocks = (full * (local * per_token + batch * block_bytes_per_sample(config, text_len, act))
               + checkpointed * local * dim * act)
     if checkpointed:  # the checkpoints' own inputs: the adaLN modulation (6D) and the text mask
         blocks += batch * (6 * dim * act + text_len)
+    keys = positions * sequence_parallel
+    if keys > tokens:  # SP padding: a [B, keys] score bias per block, a bool mask for the checkpoints
+        blocks += full * batch * keys * act + (keys if checkpointed else 0)  # the mask: one expanded row
     final_layer = local * (4 * dim + 8 + 2 * dim * act)
     patch_input = tokens * batch * config.in_channels * patch**2 * act  # every SP rank embeds the whole latent
-    return (blocks + final_layer + patch_input + rope_bytes(config, tokens)
+    return (blocks + final_layer + patch_input + rope_bytes(config, positions)
             + batch * embedding_bytes_per_sample(config, text_len, act))
 
 
@@ -125,7 +132,8 @@ def activation_bytes(config: DiTConfig, tokens: int, text_len: int, batch: int, 
     if not parse_checkpointing(checkpointing):
         return saved
     local = math.ceil(tokens / sequence_parallel) * batch
-    return saved + local * block_bytes_per_token(config, act) + batch * block_bytes_per_sample(config, text_len, act)
+    return (saved + local * block_bytes_per_token(config, act, sequence_parallel)
+            + batch * block_bytes_per_sample(config, text_len, act))
 
 
 def state_bytes(num_params: int, layout: Layout) -> tuple[float, float]:

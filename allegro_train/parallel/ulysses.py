@@ -74,11 +74,11 @@ class UlyssesSequence(nn.Module):
             rope = F.pad(cos, (0, 0, 0, pad), value=1.0), F.pad(sin, (0, 0, 0, pad))
             # keys as the core sees them after the all-to-all: all K slices, real ones first
             mask = (torch.arange(local * self.size, device=x.device) < num_tokens).expand(batch, -1)
-        # contiguous copies, so the whole sequence's storage is not kept alive by views (checkpointing
-        # saves each block's input)
+        # copies (a slice of a batch of one is contiguous already): views would keep the whole
+        # sequence's storage alive until backward
         start = self.rank * local
-        cos, sin = (table[start:start + local].contiguous() for table in rope)
-        return x[:, start:start + local].contiguous(), (cos, sin), mask
+        cos, sin = (table[start:start + local].clone() for table in rope)
+        return x[:, start:start + local].clone(), (cos, sin), mask
 
     def gather(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
         """[B, n, C] -> [B, N, C]."""

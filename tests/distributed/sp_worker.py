@@ -19,7 +19,8 @@ import torch.distributed as dist
 from allegro_train.models.dit import AllegroDiT, dit_config
 from allegro_train.parallel.distributed import init_distributed, shutdown
 from allegro_train.parallel.groups import build_sequence_groups
-from allegro_train.parallel.ulysses import apply_sequence_parallel
+from allegro_train.parallel.memory import SavedActivations, rope_bytes, saved_activation_bytes
+from allegro_train.parallel.ulysses import apply_sequence_parallel, shard_length
 
 # 4 heads (so degrees 2 and 4 divide them), 2 blocks, tiny widths
 CONFIG = dit_config("allegro-debug", num_attention_heads=4, attention_head_dim=12, cross_attention_dim=48)
@@ -73,6 +74,23 @@ def model_cases(reference: AllegroDiT, sp_model: AllegroDiT, group) -> dict[str,
     return out
 
 
+def memory_cases(sp_model: AllegroDiT, size: int) -> dict[str, float]:
+    """What autograd saves on this rank vs parallel/memory.py's formula (relative difference)."""
+    out = {}
+    for policy in ("none", "all"):
+        sp_model.set_activation_checkpointing(policy)
+        for name, grid in GRIDS.items():
+            latents, timestep, text, mask, _ = inputs(grid, seed=0)
+            with SavedActivations(sp_model) as saved:
+                sp_model(latents, timestep, text, mask)
+            tokens = grid[0] * (grid[1] // 2) * (grid[2] // 2)
+            predicted = saved_activation_bytes(CONFIG, tokens, text.shape[1], len(latents), policy, 4, size)
+            if policy == "all":  # RoPE tables reach the checkpoints as plain arguments (see test_memory.py)
+                predicted -= rope_bytes(CONFIG, shard_length(tokens, size))
+            out[f"{name}/{policy}/saved_bytes"] = abs(saved.bytes - predicted) / predicted
+    return out
+
+
 def engine_cases(reference: AllegroDiT, sp, dp_size: int) -> dict[str, float]:
     """DeepSpeed's plain data-parallel reduction over all ranks: full gradients equal the plain model's
     mean over the DP streams."""
@@ -111,6 +129,7 @@ def main() -> None:
         reference = AllegroDiT(CONFIG)  # PyTorch's default init: every weight non-zero
         sp_model = apply_sequence_parallel(copy.deepcopy(reference), sp.group)
         results = model_cases(reference, sp_model, sp.group)
+        results.update(memory_cases(sp_model, sp.size))
         results.update(engine_cases(reference, sp, sp.dp_size))
         worst = torch.tensor(list(results.values()), dtype=torch.float64)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)  # every SP group's comparison counts
