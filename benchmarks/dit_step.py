@@ -260,6 +260,8 @@ def main(argv=None) -> None:
         compare(args)
         return
     result = run_one(args)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports (SP ranks do equal work)
+        return
     if args.json:
         print(json.dumps(result))
     else:
