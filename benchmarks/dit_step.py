@@ -6,6 +6,11 @@ One implementation per process (so peak memory is its own), e.g.
     python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing all
     # CPU: ours vs diffusers side by side at a small config, alternating runs, as a ratio
     python benchmarks/dit_step.py --compare-diffusers --repeats 3
+    # Ulysses SP: one rank's share of a K-way group on one GPU (memory and compute, no all-to-all) ...
+    python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing none --emulate-sp 8
+    # ... or the real thing on K GPUs (NCCL; gloo on CPUs)
+    torchrun --nproc_per_node=8 benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 \
+        --checkpointing none --sequence-parallel 8
 
 Needs torch, einops and this package's models only (diffusers just for --impl diffusers).
 Results go to docs/benchmarks.md with date, machine and command.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
@@ -28,6 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from allegro_train.models.dit import AllegroDiT, dit_config, dit_train_flops  # noqa: E402
+from allegro_train.parallel.memory import GIB, SavedActivations, activation_bytes  # noqa: E402
+from sp_emulation import emulate_sequence_parallel  # noqa: E402
 
 # Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -50,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpointing", default="none", help="none, all, every_<k>")
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
     p.add_argument("--optimizer", action="store_true", help="include an AdamW step")
+    p.add_argument("--sequence-parallel", type=int, default=1, help="Ulysses degree; run under torchrun")
+    p.add_argument("--emulate-sp", type=int, default=1, help="one rank's share of a K-way SP group, one device")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
@@ -128,44 +138,36 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-class count_saved_activations:
-    """Bytes autograd keeps for backward, parameters excluded: the deterministic activation footprint."""
-
-    def __init__(self, model):
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.storages: dict[int, int] = {}
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in self.params:
-            self.storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    @property
-    def bytes(self) -> int:
-        return sum(self.storages.values())
-
-    def __enter__(self):
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.hooks.__exit__(*exc)
-
-
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def apply_sp(args, model) -> int:
+    """The SP degree this process runs a share of: real groups under torchrun, or the emulation."""
+    if args.sequence_parallel > 1 and args.emulate_sp > 1:
+        raise SystemExit("--sequence-parallel and --emulate-sp exclude each other")
+    if args.sequence_parallel > 1:
+        from allegro_train.parallel.distributed import init_distributed
+        from allegro_train.parallel.groups import build_sequence_groups
+        from allegro_train.parallel.ulysses import apply_sequence_parallel
+
+        apply_sequence_parallel(model, build_sequence_groups(args.sequence_parallel, init_distributed()).group)
+    elif args.emulate_sp > 1:
+        emulate_sequence_parallel(model, args.emulate_sp)
+    return max(args.sequence_parallel, args.emulate_sp)
 
 
 def run_one(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.sequence_parallel > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     config = build_config(args)
     model = build_model(args, config, device, dtype)
+    sp = apply_sp(args, model)
     step = make_step(args, model, config, device, dtype)
 
     kernel_ctx = torch.nn.attention.sdpa_kernel(getattr(torch.nn.attention.SDPBackend, SDPA_KERNELS[args.sdpa_kernel])) \
@@ -174,13 +176,14 @@ def run_one(args) -> dict:
         # CPU peak memory comes from the first step: afterwards the allocator keeps freed
         # activations resident, so the process's RSS no longer shows what a step needs.
         rss_before = rss_bytes()
-        with count_saved_activations(model) as saved:
+        with SavedActivations(model) as saved:
             step()
         for _ in range(args.warmup - 1):
             step()
         sync(device)
         cpu_peak_step = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
         if device.type == "cuda":
+            resident = torch.cuda.memory_allocated(device)  # weights (+ optimizer states), no gradients
             torch.cuda.reset_peak_memory_stats()
         times = []
         for _ in range(args.steps):
@@ -192,16 +195,23 @@ def run_one(args) -> dict:
     seconds = statistics.median(times)
     tokens = args.batch * args.grid[0] * (args.grid[1] // config.patch_size) * (args.grid[2] // config.patch_size)
     flops = dit_train_flops(config, tuple(args.grid), args.text_len, args.batch)
+    act = 4 if args.dtype == "fp32" else 2
+    predicted = activation_bytes(config, tokens // args.batch, args.text_len, args.batch, args.checkpointing, act, sp)
     result = {
         "impl": args.impl, "size": args.size, "grid": args.grid, "text_len": args.text_len, "batch": args.batch,
+        "sequence_parallel": sp, "emulated": args.emulate_sp > 1,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": args.dtype, "backend": args.backend, "sdpa_kernel": args.sdpa_kernel, "compile": args.compile,
         "checkpointing": args.checkpointing, "optimizer": args.optimizer,
-        "s_per_step": seconds, "tokens_per_s": tokens / seconds, "tflops": flops / seconds / 1e12,
+        # per SP group (tokens) and per device (TFLOP/s: the group's FLOPs over its K devices)
+        "s_per_step": seconds, "tokens_per_s": tokens / seconds, "tflops": flops / sp / seconds / 1e12,
         "saved_activations_mib": saved.bytes / 2**20,
+        "predicted_activations_gib": predicted / GIB,  # parallel/memory.py: saved + one recomputed block
     }
     if device.type == "cuda":
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        # activations, gradients and transients of a step, to read against the prediction
+        result["step_peak_above_resident_gib"] = (torch.cuda.max_memory_allocated(device) - resident) / 2**30
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in result["device"]), None)
         result["mfu"] = result["tflops"] / peak if peak else None
     else:
@@ -250,6 +260,8 @@ def main(argv=None) -> None:
         compare(args)
         return
     result = run_one(args)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports (SP ranks do equal work)
+        return
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,1 +1,1 @@
-"""Distribution applied from outside the model: process groups, DeepSpeed ZeRO config, (later) Ulysses."""
+"""Distribution applied from outside the model: process groups, Ulysses SP, DeepSpeed ZeRO config, memory planning."""

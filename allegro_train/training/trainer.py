@@ -34,6 +34,8 @@ from allegro_train.data import build_loader, latent_shape, write_synthetic_shard
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, dit_train_flops
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from allegro_train.parallel.groups import SequenceGroups, build_sequence_groups, check_resume_layout
+from allegro_train.parallel.ulysses import apply_sequence_parallel
 from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.ema import EMA, full_module_state_dict
@@ -48,8 +50,9 @@ from allegro_train.training.optim import lr_multiplier, param_groups
 log = logging.getLogger(__name__)
 
 
-def build_dit(model_cfg) -> AllegroDiT:
-    """A DiT from the registry (freshly ``init_weights()``-ed) or from released diffusers weights."""
+def build_dit(model_cfg, sequence_group=None) -> AllegroDiT:
+    """A DiT from the registry (freshly ``init_weights()``-ed) or from released diffusers weights;
+    tokens split over ``sequence_group`` (Ulysses) when given, before compilation and LoRA."""
     config = dit_config_for(model_cfg)
     if model_cfg.pretrained:
         model = AllegroDiT.from_pretrained(model_cfg.pretrained, torch_dtype=torch.float32,
@@ -60,6 +63,8 @@ def build_dit(model_cfg) -> AllegroDiT:
     else:
         model = AllegroDiT(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
+    if sequence_group is not None:
+        apply_sequence_parallel(model, sequence_group)
     model.set_activation_checkpointing(model_cfg.activation_checkpointing)
     if model_cfg.compile:
         model.compile_blocks()
@@ -81,8 +86,11 @@ def build_objective(diffusion_cfg, num_tokens: int) -> DiffusionObjective:
                               flow_logit_std=d.flow_logit_std, flow_shift=flow_shift)
 
 
-def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
+def build_data(cfg: TrainConfig, dit, dist: DistInfo, sp: SequenceGroups, run_dir: Path):
     """This rank's shard loader and the inputs step that turns its batches into DiT inputs.
+
+    The loader reads the stream of this rank's data-parallel rank: every rank of a sequence-parallel
+    group gets the same batches.
 
     Without ``data.shards`` (debug runs, the demo) a synthetic precomputed shard set is written
     once into ``run.dir/synthetic_shards`` and read through the same loader.
@@ -95,7 +103,7 @@ def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
         # paths (the shard count is part of them, so every rank must pass the same arguments).
         write = lambda: write_synthetic_shards(  # noqa: E731
             folder, buckets, dit.caption_channels, data_cfg.text_len, dit.in_channels,
-            num_shards=max(4, dist.world_size * max(data_cfg.num_workers, 1)),
+            num_shards=max(4, sp.dp_size * max(data_cfg.num_workers, 1)),
             latent_scaling_factor=data_cfg.latent_scaling_factor, temporal=data_cfg.vae_temporal_compression,
             spatial=data_cfg.vae_spatial_compression, seed=cfg.run.seed)
         if dist.is_main:
@@ -105,7 +113,7 @@ def build_data(cfg: TrainConfig, dit, dist: DistInfo, run_dir: Path):
         data_cfg = OmegaConf.merge(data_cfg, {"shards": [pattern], "null_caption": null_path, "precomputed": True})
     inputs = (PrecomputedInputs(data_cfg.null_caption) if data_cfg.precomputed
               else OnlineInputs(cfg.model, dist.device))
-    return build_loader(data_cfg, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed), inputs
+    return build_loader(data_cfg, rank=sp.dp_rank, world_size=sp.dp_size, seed=cfg.run.seed), inputs
 
 
 def pad_text(states: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,10 +186,15 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    sp = build_sequence_groups(cfg.parallel.sequence_parallel, dist)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
+    latest = checkpoints.latest() if cfg.checkpoint.resume else None
+    if latest is not None:  # before the model is built
+        check_resume_layout(latest, sp)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
-    model = build_dit(cfg.model)
+    model = build_dit(cfg.model, sp.group)
     dit = model.config
-    loader, inputs = build_data(cfg, dit, dist, run_dir)
+    loader, inputs = build_data(cfg, dit, dist, sp, run_dir)
     buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
     objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in buckets))
     max_steps = cfg.train.max_steps
@@ -191,13 +204,12 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
             opt, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), max_steps)))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.parallel.precision), torch.float32)
     ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
-    # noise, timesteps and caption dropout differ per rank, reproducibly
-    generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + dist.rank)
+    # noise, timesteps and caption dropout differ per data-parallel rank, reproducibly, and agree
+    # within a sequence-parallel group
+    generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + sp.dp_rank)
 
-    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
     step = 0
     guard = NonfiniteGuard(cfg.train.max_nonfinite_in_row)
-    latest = checkpoints.latest() if cfg.checkpoint.resume else None
     if latest is not None:
         meta, rank_state = checkpoints.load(latest, engine, ema)
         step = meta["step"]
@@ -218,9 +230,9 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     flow = str(cfg.diffusion.objective) == "flow"
     accum = cfg.optim.grad_accum_steps
     if dist.is_main:
-        log.info("training %s (%.1fM parameters), ZeRO-%d on %d rank(s), steps %d -> %d, run dir %s",
-                 cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6, cfg.parallel.zero_stage,
-                 dist.world_size, step, max_steps, run_dir)
+        log.info("training %s (%.1fM parameters), ZeRO-%d on %d rank(s) (sequence parallel %d), steps %d -> %d, "
+                 "run dir %s", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6,
+                 cfg.parallel.zero_stage, dist.world_size, sp.size, step, max_steps, run_dir)
 
     def model_fn(noisy, timesteps, text_states, text_mask):
         return engine(noisy.to(dtype), timesteps, text_states.to(dtype), text_mask)
@@ -228,7 +240,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     def save_checkpoint() -> None:
         rank_state = {"data": loader.state_dict(), "skipped_nonfinite": guard.skipped,
                       "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
-        checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage})
+        checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage,
+                                                         "sequence_parallel": sp.size})
 
     losses: list[float] = []
     engine.train()
@@ -286,15 +299,16 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         progress.update()
         totals = all_reduce_sum(torch.tensor([step_loss, step_flops, step_tokens, step_samples], dtype=torch.float64))
         loss = float(totals[0]) / dist.world_size
+        flops, tokens_done, samples = (totals[1:] / sp.size).tolist()  # K ranks of an SP group share a batch
         losses.append(loss)
         seconds = time.perf_counter() - start
         if step % cfg.logging.every_steps == 0 or step == max_steps:
             grad_norm = pre_step_norm if pre_step_norm is not None else engine.get_global_grad_norm()
             logger.log(step, {
                 "loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "lr": lr, "samples_per_s": float(totals[3]) / seconds,
-                "tokens_per_s": float(totals[2]) / seconds, "step_seconds": seconds,
-                "mfu": float(totals[1]) / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
+                "lr": lr, "samples_per_s": samples / seconds, "tokens_per_s": tokens_done / seconds,
+                "step_seconds": seconds,
+                "mfu": flops / seconds / (dist.world_size * cfg.train.device_peak_tflops * 1e12),
                 "max_mem_gb": max_memory_gb(dist.device), "skipped_nonfinite": guard.skipped,
                 **stats.summary(all_reduce_sum), **loader_counts(loader)})
         if validator is not None and step % cfg.validation.every_steps == 0:

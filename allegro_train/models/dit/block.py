@@ -65,15 +65,19 @@ class AllegroBlock(nn.Module):
         context_mask: torch.Tensor | None,
         modulation: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
+        self_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, N, D]; context [B, L, D]; context_mask [B, L] bool; modulation [B, 6*D] -> [B, N, D]."""
+        """x [B, N, D]; context [B, L, D]; context_mask [B, L] bool; modulation [B, 6*D] -> [B, N, D].
+
+        ``self_mask`` [B, N_keys] bool masks self-attention keys (padding added by sequence parallelism;
+        N_keys is the key length ``attn1.core`` sees); None when every key is a real token."""
         batch, _, dim = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation.view(batch, 6, dim)
         ).chunk(6, dim=1)  # each [B, 1, D]
 
         h = modulate(layer_norm_fp32(x, self.norm_eps), shift_msa, scale_msa)
-        x = x + gate_msa * self.attn1(h, rope=rope)
+        x = x + gate_msa * self.attn1(h, key_mask=self_mask, rope=rope)
         x = x + self.attn2(x, context=context, key_mask=context_mask)
         h = modulate(layer_norm_fp32(x, self.norm_eps), shift_mlp, scale_mlp)
         return x + gate_mlp * self.ff(h)

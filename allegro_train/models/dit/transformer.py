@@ -25,6 +25,7 @@ from allegro_train.models.dit.block import AllegroBlock, layer_norm_fp32, modula
 from allegro_train.models.dit.config import DiTConfig
 from allegro_train.models.dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
 from allegro_train.models.dit.rope import rope_tables
+from allegro_train.models.dit.sequence import FullSequence
 
 
 def parse_checkpointing(policy: str | int) -> int:
@@ -56,6 +57,9 @@ class AllegroDiT(nn.Module):
         )
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
         self.proj_out = nn.Linear(dim, patch * patch * config.out_channels)
+        # Splits tokens after the patch embedding and gathers them before unpatchify: the identity
+        # here; sequence parallelism swaps it (allegro_train.parallel.ulysses). No parameters.
+        self.sequence = FullSequence()
         self.checkpoint_every = 0
 
     # ---------------------------------------------------------------- construction
@@ -137,16 +141,18 @@ class AllegroDiT(nn.Module):
         context = self.caption_projection(text_states)  # [B, L, D]
         context_mask = None if text_mask is None else text_mask.bool()
         rope = self.rotary_embedding(grid, x.device)
+        x, rope, self_mask = self.sequence.split(x, rope)  # [B, n, D]: the tokens this process computes
 
         for i, block in enumerate(self.transformer_blocks):
             if self.checkpoint_every and i % self.checkpoint_every == 0 and torch.is_grad_enabled():
-                x = checkpoint(block, x, context, context_mask, modulation, rope, use_reentrant=False)
+                x = checkpoint(block, x, context, context_mask, modulation, rope, self_mask, use_reentrant=False)
             else:
-                x = block(x, context, context_mask, modulation, rope)
+                x = block(x, context, context_mask, modulation, rope, self_mask)
 
         shift, scale = (self.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)  # [B, 1, D]
         x = modulate(layer_norm_fp32(x, 1e-6), shift, scale)
-        x = self.proj_out(x)  # [B, N, p*p*C_out]
+        x = self.proj_out(x)  # [B, n, p*p*C_out]
+        x = self.sequence.gather(x, grid[0] * grid[1] * grid[2])  # [B, N, p*p*C_out]
         return rearrange(
             x, "b (t h w) (ph pw c) -> b c t (h ph) (w pw)", t=grid[0], h=grid[1], w=grid[2], ph=patch, pw=patch
         )
