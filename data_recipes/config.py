@@ -277,8 +277,9 @@ def validate(cfg: CurateConfig) -> None:
     vlm = cfg.caption.vlm
     if Stage.caption in stages and vlm.path is not None:
         model_paths.append("caption.vlm.path")
-        check(not vlm.device.startswith("cuda") or _cuda_available(), "caption.vlm.device", vlm.device,
-              "CUDA is not available here")
+        # With Ray the GPUs may be on other nodes than this driver: Ray places the tasks.
+        check(not vlm.device.startswith("cuda") or Backend(cfg.backend) is Backend.ray or _cuda_available(),
+              "caption.vlm.device", vlm.device, "CUDA is not available here")
     for key in model_paths:
         try:
             local_path(key, config_value(cfg, key))
