@@ -38,10 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from data_recipes.captioners.sidecar import SidecarCaptioner  # noqa: E402
 from data_recipes.catalog import write_catalog  # noqa: E402
-from data_recipes.config import load_config  # noqa: E402
+from data_recipes.config import MODEL_PATHS, load_config  # noqa: E402
 from data_recipes.media import sample_frames  # noqa: E402
 from data_recipes.pipeline import VideoTask, discover, stage_signature  # noqa: E402
 from data_recipes.records import VideoRecord, fingerprint  # noqa: E402
@@ -227,8 +228,6 @@ def run_stages(args: argparse.Namespace, work: Path) -> None:
     scorers += ["aesthetic"] if args.models == "real" else []
     cfg = load_config([f"input_dir={raw}", f"output_dir={out}", f"score.scorers=[{','.join(scorers)}]",
                        f"caption.vlm.max_new_tokens={args.max_new_tokens}", *model_overrides(work / "models", args.models)])
-    from omegaconf import OmegaConf
-
     cfg = OmegaConf.to_object(cfg)
     tasks = [VideoTask(p, s, k, fingerprint(p), stage_signature(cfg), out, cfg)
              for p, s, k in discover(raw, cfg.probe.extensions)]
@@ -255,9 +254,10 @@ def run_stages(args: argparse.Namespace, work: Path) -> None:
         f.caption = "a test pattern, colour bars, then a fractal"
         c.caption = f.caption
     for scorer in build_scorers(cfg.score):
-        model = scorer.name in ("aesthetic", "clip_similarity", "text_area")
-        subset = frames[:args.model_clips] if model else frames
-        timed(f"score: {scorer.name}", len(subset), lambda: [scorer(f) for f in subset])
+        n = args.model_clips if scorer.name in MODEL_PATHS else len(clips)
+        values = timed(f"score: {scorer.name}", n, lambda: [scorer(f) for f in frames[:n]])
+        for clip, value in zip(clips, values):
+            clip.scores[scorer.name] = value
     from data_recipes.captioners.vlm import VLMCaptioner
 
     vlm = VLMCaptioner(cfg.caption.vlm)

@@ -3,13 +3,16 @@ cluster). A backend only needs ``map(fn, tasks, desc)``, yielding results as the
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from data_recipes.backends.local import LocalBackend
 from data_recipes.config import Backend, CurateConfig
 
+if TYPE_CHECKING:
+    from data_recipes.backends.ray import RayBackend
 
-def build_backend(cfg: CurateConfig) -> Union[LocalBackend, "RayBackend"]:
+
+def build_backend(cfg: CurateConfig) -> Union[LocalBackend, RayBackend]:
     if Backend(cfg.backend) is Backend.ray:
         from data_recipes.backends.ray import RayBackend  # Ray only when asked for
 
