@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from data_recipes.backends.ray import RayBackend
 from data_recipes.config import load_config
 from data_recipes.pipeline import run
 from tests.data_recipes.conftest import TINY
@@ -21,7 +22,17 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_ray_backend_matches_the_local_backend(raw_videos: Path, tmp_path: Path, local_ray: None):
+def test_ray_backend_matches_the_local_backend(raw_videos: Path, tmp_path: Path, local_ray: None,
+                                               monkeypatch: pytest.MonkeyPatch):
+    mapped = []  # proves the ray run went through Ray Data, not the local pool
+    ray_map = RayBackend.map
+
+    def spy(self, fn, tasks, desc):
+        tasks = list(tasks)
+        mapped.append(len(tasks))
+        yield from ray_map(self, fn, tasks, desc)
+
+    monkeypatch.setattr(RayBackend, "map", spy)
     reports = {}
     for backend in ("local", "ray"):
         out = tmp_path / backend
@@ -29,6 +40,7 @@ def test_ray_backend_matches_the_local_backend(raw_videos: Path, tmp_path: Path,
     for report in reports.values():  # paths differ by output_dir only
         report["shards"] = [Path(p).name for p in report["shards"]]
         report.pop("catalog")
+    assert mapped == [7]
     assert reports["ray"] == reports["local"]
     assert reports["ray"]["videos_seen"] == 7 and reports["ray"]["clips_kept"] == 2
     for table in ("videos", "clips"):
