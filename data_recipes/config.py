@@ -3,20 +3,24 @@
 One dataclass per section holds every default; ``data_recipes/configs/curate.yaml`` only composes
 the selection preset (group ``select``, one file per training stage) and overrides. OmegaConf
 checks keys and types as overrides merge; ``validate`` adds bounds, stage order and the paths the
-model-based scorers need, so a bad run fails before any video is read, naming the key.
+model-based scorers and the VLM captioner need, so a bad run fails before any video is read,
+naming the key.
 Importing this module registers the schema in Hydra's ConfigStore as ``curate_schema``.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from allegro_train.config.bounds import Bounds
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_NAME = "curate"
@@ -42,8 +46,14 @@ VIDEO_STAGES = (Stage.probe, Stage.split, Stage.score, Stage.caption)
 
 
 class Backend(str, Enum):
-    local = "local"  # a process pool on this machine
-    ray = "ray"  # planned (issue 5): refused by validate until it is built
+    local = "local"  # this process, or a process pool on this machine (``workers``)
+    ray = "ray"  # Ray Data over a Ray cluster or a local Ray instance (``ray.*``)
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 
 @dataclass
@@ -80,6 +90,30 @@ class AestheticConfig:
 
 
 @dataclass
+class ClipSimilarityConfig:
+    """CLIP text-video similarity: cosine of the caption's text embedding and the mean image embedding."""
+
+    model_path: Optional[str] = None  # a transformers CLIPModel folder with its tokenizer and preprocessor_config.json
+    num_frames: int = 4  # of the clip's scoring samples, this many (evenly spread) are embedded
+
+
+@dataclass
+class TextAreaConfig:
+    """Text area from a DB text detector (ONNX) run by OpenCV's ``cv2.dnn.TextDetectionModel_DB``.
+
+    The post-processing settings and the input mean are those of OpenCV's text-detection sample
+    for its DB models (BGR mean, pixels scaled by 1/255).
+    """
+
+    model_path: Optional[str] = None  # .onnx: [1, 3, H, W] image in, [H, W] text probability map out
+    binary_threshold: float = 0.3  # probability above which a pixel is text
+    polygon_threshold: float = 0.5  # mean probability a detected region needs to count
+    unclip_ratio: float = 2.0  # DB predicts shrunk text kernels; regions are grown back by this ratio
+    max_candidates: int = 200  # text regions considered a frame
+    mean: list[float] = field(default_factory=lambda: [122.67891434, 116.66876762, 104.00698793])
+
+
+@dataclass
 class ScoreConfig:
     scorers: list[str] = field(
         default_factory=lambda: ["brightness", "black_border", "clarity", "motion", "frame_diff"]
@@ -87,12 +121,29 @@ class ScoreConfig:
     num_frames: int = 8  # frames sampled evenly over a clip (each with its next frame, for motion)
     short_side: int = 256  # frames are scaled to this short side before scoring (never up)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
+    clip_similarity: ClipSimilarityConfig = field(default_factory=ClipSimilarityConfig)
+    text_area: TextAreaConfig = field(default_factory=TextAreaConfig)
+
+
+@dataclass
+class VLMConfig:
+    """A transformers image-text-to-text model (LLaVA, Qwen2-VL, ...) captioning clips from sampled frames."""
+
+    path: Optional[str] = None  # the model folder (weights, config, processor); None: no VLM captions
+    prompt: str = ("Describe this video in detail: the main subjects, what they do, the setting, "
+                   "and how the camera moves.")  # the report's captions carry camera-motion phrases
+    num_frames: int = 4  # frames sampled evenly over a clip, passed as that many images
+    short_side: int = 448  # frames are scaled to this short side (never up) before the processor
+    batch_size: int = 8  # clips a generate call (within one raw video's clips)
+    max_new_tokens: int = 128
+    device: str = "cpu"  # e.g. "cuda" (with backend=ray, reserve GPUs with ray.num_gpus_per_video)
+    dtype: Dtype = Dtype.float32
 
 
 @dataclass
 class CaptionConfig:
     sidecar: bool = True  # use <video>.json {"caption": ...} or <video>.txt beside a source video
-    vlm_path: Optional[str] = None  # a transformers vision-language model folder: planned, refused for now
+    vlm: VLMConfig = field(default_factory=VLMConfig)  # runs after the sidecar, on clips still uncaptioned
 
 
 @dataclass
@@ -116,11 +167,24 @@ class ShardConfig:
 
 
 @dataclass
+class RayConfig:
+    """backend=ray: one Ray task a raw video, mapped with Ray Data. Every node must see input_dir and
+    output_dir at the same paths (a shared filesystem) and have this package installed."""
+
+    address: Optional[str] = None  # None: Ray's default (RAY_ADDRESS, a cluster on this node, else a new local
+    # instance; an instance this process already joined is used as it is); "auto"; "ray://head:10001"
+    num_cpus_per_video: float = 1.0  # CPUs Ray reserves for a task (ffmpeg and OpenCV may use more)
+    num_gpus_per_video: float = 0.0  # GPUs Ray reserves for a task (a VLM or model scorers on "cuda")
+    concurrency: Optional[int] = None  # at most this many videos at once; None: as many as resources allow
+
+
+@dataclass
 class CurateConfig:
     input_dir: Optional[str] = None  # raw videos, searched recursively; needed by the per-video stages
     output_dir: str = MISSING  # clips/, work/, catalog/, shards/ and report.json go here
-    workers: int = 1  # 1 runs in this process; more starts a process pool
+    workers: int = 1  # backend=local: 1 runs in this process; more starts a process pool
     backend: Backend = Backend.local
+    ray: RayConfig = field(default_factory=RayConfig)
     stages: list[Stage] = field(default_factory=lambda: list(Stage))
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -132,18 +196,42 @@ class CurateConfig:
 
 ConfigStore.instance().store(name="curate_schema", node=CurateConfig)
 
-# Model scorers the reference funnel names that are planned; the built ones are scorers.FACTORIES.
-PLANNED_SCORERS = ("clip_similarity", "text_area")
+# The local weight paths each model scorer needs (checked before any video is read).
+MODEL_PATHS = {
+    "aesthetic": ("score.aesthetic.embedder_path", "score.aesthetic.head_path"),
+    "clip_similarity": ("score.clip_similarity.model_path",),
+    "text_area": ("score.text_area.model_path",),
+}
 
-_BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
-    (("workers", "split.min_scene_frames", "score.num_frames", "score.short_side", "shard.max_count"),
+_BOUNDS: Bounds = [
+    (("workers", "split.min_scene_frames", "score.num_frames", "score.short_side", "shard.max_count",
+      "score.clip_similarity.num_frames", "score.text_area.max_candidates", "caption.vlm.num_frames",
+      "caption.vlm.short_side", "caption.vlm.batch_size", "caption.vlm.max_new_tokens"),
      lambda v: v >= 1, "must be >= 1"),
-    (("probe.min_duration", "probe.min_fps", "probe.min_short_side", "split.trim_frames", "split.min_seconds"),
-     lambda v: v >= 0, "must be >= 0"),
-    (("split.threshold", "split.max_seconds", "shard.max_size_mb"), lambda v: v > 0, "must be > 0"),
+    (("probe.min_duration", "probe.min_fps", "probe.min_short_side", "split.trim_frames", "split.min_seconds",
+      "ray.num_gpus_per_video"), lambda v: v >= 0, "must be >= 0"),
+    (("split.threshold", "split.max_seconds", "shard.max_size_mb", "score.text_area.unclip_ratio",
+      "ray.num_cpus_per_video"), lambda v: v > 0, "must be > 0"),
+    (("ray.concurrency",), lambda v: v is None or v >= 1, "must be >= 1, or null for as many as resources allow"),
+    (("score.text_area.binary_threshold", "score.text_area.polygon_threshold"), lambda v: 0 <= v <= 1,
+     "is a probability, must be in [0, 1]"),
+    (("score.text_area.mean",), lambda v: len(v) == 3, "must be 3 numbers (B, G, R)"),
     (("split.crf",), lambda v: 0 <= v <= 51, "is a libx264 CRF, must be in [0, 51]"),
     (("score.aesthetic.activation",), lambda v: v in ("none", "relu", "gelu"), "must be 'none', 'relu' or 'gelu'"),
 ]
+
+
+def local_path(key: str, value: Optional[str]) -> Path:
+    """``value`` as a Path if it exists; else ``FileNotFoundError`` naming the config key."""
+    if value is None or not Path(value).exists():
+        raise FileNotFoundError(f"{key}={value!r}: needs an existing local path (models load from local files only)")
+    return Path(value)
+
+
+def _cuda_available() -> bool:
+    import torch  # only for a config that asks for CUDA
+
+    return torch.cuda.is_available()
 
 
 def validate(cfg: CurateConfig) -> None:
@@ -158,10 +246,10 @@ def validate(cfg: CurateConfig) -> None:
         if not ok:
             problems.append(f"{key}={value!r}: {why}")
 
-    for keys, test, why in _BOUNDS:
-        for key in keys:
-            value = functools.reduce(getattr, key.split("."), cfg)
-            check(test(value), key, value, why)
+    from allegro_train.config.bounds import bound_failures, config_value  # here: that package imports torch (see load_config)
+
+    for key, value, why in bound_failures(cfg, _BOUNDS):
+        check(False, key, value, why)
     check(cfg.split.max_seconds >= cfg.split.min_seconds, "split.max_seconds", cfg.split.max_seconds,
           f"must be >= split.min_seconds ({cfg.split.min_seconds})")
 
@@ -175,25 +263,31 @@ def validate(cfg: CurateConfig) -> None:
         check(cfg.input_dir is not None and Path(cfg.input_dir).is_dir(), "input_dir", cfg.input_dir,
               "the per-video stages need an existing folder of raw videos")
 
-    check(Backend(cfg.backend) is Backend.local, "backend", str(Backend(cfg.backend).value),
-          "the Ray backend is not built yet (issue 5); use backend=local with workers=N")
-    check(cfg.caption.vlm_path is None, "caption.vlm_path", cfg.caption.vlm_path,
-          "VLM captioning is not built yet (issue 5); use sidecar captions, or leave clips uncaptioned "
-          "and caption them later over the catalog")
+    if Backend(cfg.backend) is Backend.ray:
+        check(importlib.util.find_spec("ray") is not None, "backend", "ray",
+              "needs Ray Data: pip install 'ray[data]' (or the data extra of this package)")
+        check(cfg.workers == 1, "workers", cfg.workers,
+              "is the local backend's process count; with backend=ray set ray.concurrency instead")
 
     from data_recipes.scorers import FACTORIES  # imported here: the scorers import this module
 
     for i, name in enumerate(cfg.score.scorers):
-        key = f"score.scorers[{i}]"
-        if name in PLANNED_SCORERS:
-            check(False, key, name, "this model-based scorer is planned (issue 5) but not built yet")
-        else:
-            check(name in FACTORIES, key, name, f"unknown scorer; known: {sorted(FACTORIES)}")
-    if "aesthetic" in cfg.score.scorers:
-        for key in ("embedder_path", "head_path"):
-            value = getattr(cfg.score.aesthetic, key)
-            check(value is not None and Path(value).exists(), f"score.aesthetic.{key}", value,
-                  "the aesthetic scorer needs this local path, and it does not exist")
+        check(name in FACTORIES, f"score.scorers[{i}]", name, f"unknown scorer; known: {sorted(FACTORIES)}")
+    model_paths = [key for name in cfg.score.scorers for key in MODEL_PATHS.get(name, ())] if Stage.score in stages else []
+    vlm = cfg.caption.vlm
+    if Stage.caption in stages and vlm.path is not None:
+        model_paths.append("caption.vlm.path")
+        # With Ray the GPUs may be on other nodes than this driver: Ray places the tasks.
+        check(not vlm.device.startswith("cuda") or Backend(cfg.backend) is Backend.ray or _cuda_available(),
+              "caption.vlm.device", vlm.device, "CUDA is not available here")
+    for key in model_paths:
+        try:
+            local_path(key, config_value(cfg, key))
+        except FileNotFoundError as err:
+            problems.append(str(err))
+    if Stage.score in stages and "clip_similarity" in cfg.score.scorers:
+        check(Stage.caption in stages, "score.scorers", list(cfg.score.scorers),
+              "clip_similarity compares each clip with its caption: add caption to stages")
     for column, condition in cfg.select.conditions.items():
         check(bool(condition and condition.strip()), f"select.conditions.{column}", condition,
               "an empty condition; remove the key with ~select.conditions.<column> instead")

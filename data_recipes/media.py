@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import av
 import numpy as np
@@ -101,6 +102,7 @@ class ClipFrames:
     frames: np.ndarray  # uint8 [N, H, W, 3] RGB
     next_frames: np.ndarray  # uint8 [N, H, W, 3] RGB
     fps: float
+    caption: Optional[str] = None  # the clip's caption, for scorers that compare text and frames
 
 
 def sample_frames(path: Path, num_frames: int, total_frames: int, short_side: int) -> ClipFrames:

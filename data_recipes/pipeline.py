@@ -106,10 +106,12 @@ def process_video(task: VideoTask) -> VideoRecord:
             record.clips = cut_windows(task.path, task.source, task.key, info, windows, clip_dir,
                                        task.output_dir, cfg.split)
             scorers, captioners = _plugins(task)
-            if Stage.score in stages:
-                score_clips(record.clips, scorers, task.output_dir, cfg.score)
+            # Captions first (the stage list still reads probe, split, score, caption): both run in
+            # this one task, and clip_similarity scores a clip against its caption.
             if Stage.caption in stages:
                 caption_clips(task.path, record.clips, captioners, task.output_dir)
+            if Stage.score in stages:
+                score_clips(record.clips, scorers, task.output_dir, cfg.score)
     except InputError as err:
         _remove_clips(clip_dir, task.key)
         record.status, record.error, record.clips = err.reason, str(err), []

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, cast
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from allegro_train.config.bounds import Bounds, bound_failures
 from allegro_train.config.load import compose_config
 from allegro_train.config.schema import BucketConfig, DataConfig, DecodeBackend, Precision
 from allegro_train.models.vae import TilingConfig
@@ -71,6 +72,11 @@ class PrecomputeConfig:
 ConfigStore.instance().store(name="precompute_schema", node=PrecomputeConfig)
 
 # Keys whose values shape the stored arrays: a rerun into the same output_dir must keep them.
+_BOUNDS: Bounds = [
+    (("max_length", "frame_stride"), lambda v: v >= 1, "must be >= 1"),
+    (("max_upscale",), lambda v: v >= 1, "must be >= 1 (1: never enlarge a clip)"),
+]
+
 CONTENT_KEYS = ("vae", "text_encoder", "buckets", "max_upscale", "frame_stride", "target_fps", "seed",
                 "max_length", "caption_text", "vae_dtype", "text_dtype", "vae_tiling")
 
@@ -90,9 +96,8 @@ def validate(cfg: PrecomputeConfig) -> None:
     for key in ("vae", "text_encoder"):
         check(Path(getattr(cfg, key)).is_dir(), key, getattr(cfg, key), "is not a folder")
     check(bool(cfg.buckets), "buckets", cfg.buckets, "needs at least one bucket")
-    check(cfg.max_length >= 1, "max_length", cfg.max_length, "must be >= 1")
-    check(cfg.frame_stride >= 1, "frame_stride", cfg.frame_stride, "must be >= 1")
-    check(cfg.max_upscale >= 1.0, "max_upscale", cfg.max_upscale, "must be >= 1")
+    for key, value, why in bound_failures(cfg, _BOUNDS):
+        check(False, key, value, why)
     check(0 <= cfg.rank < cfg.world_size, "rank", cfg.rank, f"must be in [0, world_size={cfg.world_size})")
     check(len(cfg.vae_tiling.tile) == 3 and len(cfg.vae_tiling.overlap) == 3, "vae_tiling",
           dict(tile=list(cfg.vae_tiling.tile), overlap=list(cfg.vae_tiling.overlap)), "give (frames, height, width)")

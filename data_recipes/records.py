@@ -35,7 +35,7 @@ class ClipRecord:
     cut: str  # "copy" (packets copied from the source) or "encode" (re-encoded with libx264)
     caption: Optional[str] = None
     caption_source: Optional[str] = None  # the captioner that wrote ``caption``
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, Optional[float]] = field(default_factory=dict)  # None: not scorable (catalog NULL)
 
     def row(self) -> dict[str, Any]:
         """A flat catalog row: every field, derived sizes, one column per score."""

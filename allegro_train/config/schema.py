@@ -14,14 +14,14 @@ entry of ``configs/config.yaml``'s defaults list.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
-from typing import Any, Callable, Optional, get_args, get_type_hints
+from typing import Any, Optional, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from allegro_train.config.bounds import Bounds, bound_failures
 from allegro_train.data.buckets import latent_shape
 from allegro_train.models.dit import DIT_CONFIGS, DiTConfig, dit_config, parse_checkpointing
 
@@ -299,7 +299,7 @@ def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
 
 
 # Single-field bounds: (keys, test, what the test demands).
-_BOUNDS: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
+_BOUNDS: Bounds = [
     (("train.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
       "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
       "parallel.sequence_parallel", "train.max_nonfinite_in_row", "checkpoint.every_steps",
@@ -351,12 +351,9 @@ def validate(cfg: TrainConfig) -> None:
             problems.append(f"{key}={_show(value)}: {why}")
 
     bad_keys: set[str] = set()
-    for keys, test, why in _BOUNDS:
-        for key in keys:
-            value = functools.reduce(getattr, key.split("."), cfg)
-            if not test(value):
-                bad_keys.add(key)
-                check(False, key, value, why)
+    for key, value, why in bound_failures(cfg, _BOUNDS):
+        bad_keys.add(key)
+        check(False, key, value, why)
 
     model, data, parallel = cfg.model, cfg.data, cfg.parallel
     check(model.name in DIT_CONFIGS, "model.name", model.name, f"not a DiT size; known sizes: {sorted(DIT_CONFIGS)}")

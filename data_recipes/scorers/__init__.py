@@ -1,7 +1,7 @@
 """Pluggable clip scorers, one catalog column each; ``build_scorers`` makes those a run names.
 
 Pixel scorers (brightness, black_border, clarity, motion, frame_diff) need only OpenCV and numpy;
-model scorers take local weight paths from ``score.<name>``. To add one, subclass ``Scorer`` in a
+model scorers (aesthetic, clip_similarity, text_area) take local weight paths from ``score.<name>``. To add one, subclass ``Scorer`` in a
 file of its own and register its factory in ``FACTORIES``.
 """
 
@@ -24,6 +24,18 @@ def _aesthetic(cfg: ScoreConfig) -> Scorer:
     return Aesthetic(cfg.aesthetic)
 
 
+def _clip_similarity(cfg: ScoreConfig) -> Scorer:
+    from data_recipes.scorers.clip_similarity import ClipSimilarity  # torch and transformers only when asked for
+
+    return ClipSimilarity(cfg.clip_similarity)
+
+
+def _text_area(cfg: ScoreConfig) -> Scorer:
+    from data_recipes.scorers.text_area import TextArea
+
+    return TextArea(cfg.text_area)
+
+
 FACTORIES: dict[str, Callable[[ScoreConfig], Scorer]] = {
     "brightness": lambda cfg: Brightness(),
     "black_border": lambda cfg: BlackBorder(),
@@ -31,6 +43,8 @@ FACTORIES: dict[str, Callable[[ScoreConfig], Scorer]] = {
     "motion": lambda cfg: Motion(),
     "frame_diff": lambda cfg: FrameDiff(),
     "aesthetic": _aesthetic,
+    "clip_similarity": _clip_similarity,
+    "text_area": _text_area,
 }
 
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from data_recipes.config import AestheticConfig
+from data_recipes.config import AestheticConfig, local_path
 from data_recipes.media import ClipFrames
 from data_recipes.scorers.base import Scorer
 
@@ -50,9 +50,7 @@ class Aesthetic(Scorer):
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         for key in ("embedder_path", "head_path"):
-            path = getattr(cfg, key)
-            if path is None or not Path(path).exists():
-                raise FileNotFoundError(f"score.aesthetic.{key}={path!r}: the aesthetic scorer needs this local path")
+            local_path(f"score.aesthetic.{key}", getattr(cfg, key))
         self.processor = CLIPImageProcessor.from_pretrained(cfg.embedder_path, local_files_only=True)
         self.embedder = CLIPVisionModelWithProjection.from_pretrained(cfg.embedder_path, local_files_only=True).eval()
         self.head = load_head(Path(cfg.head_path), cfg.activation)

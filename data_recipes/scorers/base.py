@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -20,10 +20,15 @@ class Scorer(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def score(self, clip: ClipFrames) -> float: ...
+    def score(self, clip: ClipFrames) -> Optional[float]:
+        """The clip's value; None where the clip lacks what the scorer needs (clip_similarity on an
+        uncaptioned clip): a NULL in the catalog, which every selection condition counts as a fail."""
 
-    def __call__(self, clip: ClipFrames) -> float:
-        value = float(self.score(clip))
+    def __call__(self, clip: ClipFrames) -> Optional[float]:
+        value = self.score(clip)
+        if value is None:
+            return None
+        value = float(value)
         if not math.isfinite(value):  # NaN would pass no SQL filter and break the JSON metadata
             raise ValueError(f"scorer {self.name!r} returned {value}")
         return value

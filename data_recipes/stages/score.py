@@ -11,7 +11,9 @@ from data_recipes.scorers import Scorer
 
 
 def score_clips(clips: list[ClipRecord], scorers: list[Scorer], output_dir: Path, cfg: ScoreConfig) -> None:
-    """Set ``clip.scores[scorer.name]`` for every clip and scorer (in place)."""
+    """Set ``clip.scores[scorer.name]`` for every clip and scorer (in place); run after captioning so
+    caption-aware scorers see ``clip.caption``."""
     for clip in clips:
         frames = sample_frames(output_dir / clip.clip_path, cfg.num_frames, clip.num_frames, cfg.short_side)
+        frames.caption = clip.caption
         clip.scores.update({scorer.name: scorer(frames) for scorer in scorers})

@@ -60,5 +60,5 @@ def test_presets_compose_and_bad_stage_lists_fail(tmp_path: Path):
         load_config([f"output_dir={tmp_path}"])
     with pytest.raises(CurateConfigError, match=r"Key 'bogus' not in 'CurateConfig'"):
         load_config([f"output_dir={tmp_path}", "bogus=1"])
-    with pytest.raises(CurateConfigError, match=r"backend='ray': the Ray backend is not built yet"):
-        load_config([f"output_dir={tmp_path}", "stages=[select]", "backend=ray"])
+    with pytest.raises(CurateConfigError, match=r"workers=2: is the local backend's process count"):
+        load_config([f"output_dir={tmp_path}", "stages=[select]", "backend=ray", "workers=2"])
