@@ -117,6 +117,14 @@ class AllegroDiT(nn.Module):
         scales = (c.interpolation_scale_t, c.interpolation_scale_h, c.interpolation_scale_w)
         return rope_tables(grid, c.attention_head_dim, scales, device=device)
 
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
+        """(T, H/p, W/p) of latents [B, C, T, H, W]; ``ValueError`` when H or W does not tile into patches."""
+        _, _, frames, height, width = latents.shape
+        patch = self.config.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"latent grid {frames}x{height}x{width}: H and W must be divisible by patch {patch}")
+        return frames, height // patch, width // patch
+
     def forward(
         self,
         latents: torch.Tensor,
@@ -126,14 +134,25 @@ class AllegroDiT(nn.Module):
     ) -> torch.Tensor:
         """latents [B, C, T, H, W]; timestep [B]; text_states [B, L, caption_channels];
         text_mask [B, L] (1 keep, 0 pad) -> prediction [B, C_out, T, H, W]."""
-        batch, _, frames, height, width = latents.shape
-        patch = self.config.patch_size
-        if height % patch or width % patch:
-            raise ValueError(f"latent grid {frames}x{height}x{width}: H and W must be divisible by patch {patch}")
-        grid = (frames, height // patch, width // patch)
-
+        grid = self.token_grid(latents)
         x = self.pos_embed(latents)  # [B, N, D]
         modulation, embedded_timestep = self.adaln_single(timestep, x.dtype)  # [B, 6D], [B, D]
+        return self.denoise_tokens(x, grid, modulation, embedded_timestep, text_states, text_mask)
+
+    def denoise_tokens(
+        self,
+        x: torch.Tensor,
+        grid: tuple[int, int, int],
+        modulation: torch.Tensor,
+        embedded_timestep: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Embedded tokens x [B, N, D] -> the blocks and the final layer -> [B, C_out, T, H, W].
+
+        Shared with the TI2V variant, which embeds more inputs into ``x`` and ``embedded_timestep``.
+        """
+        patch = self.config.patch_size
         context = self.caption_projection(text_states)  # [B, L, D]
         context_mask = None if text_mask is None else text_mask.bool()
         rope = self.rotary_embedding(grid, x.device)
