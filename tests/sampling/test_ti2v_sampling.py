@@ -29,14 +29,6 @@ T, H, W = 8, 32, 32  # a 2 x 4 x 4 latent grid
 PROMPT = "a red square moves right"
 
 
-def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def _image(seed: int, height: int = 48, width: int = 40) -> np.ndarray:
     """A smooth random colour field, uint8 [H, W, 3] (another size than the clip's: it is resized)."""
     coarse = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
@@ -44,12 +36,12 @@ def _image(seed: int, height: int = 48, width: int = 40) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pipelines(tmp_path_factory, tiny_t5: Path) -> tuple[Path, Path]:
+def pipelines(tmp_path_factory, tiny_t5: Path, perturb) -> tuple[Path, Path]:
     """(T2V pipeline folder, the same with its transformer converted to TI2V)."""
     root = tmp_path_factory.mktemp("ti2v_pipelines")
     torch.manual_seed(0)
-    _perturbed(AllegroDiT(dit_config("allegro-debug")), 1).save_pretrained(root / "run" / "final" / "transformer")
-    _perturbed(VideoVAE(vae_config("allegro-vae-debug")), 2).save_pretrained(root / "vae")
+    perturb(AllegroDiT(dit_config("allegro-debug")), 1).save_pretrained(root / "run" / "final" / "transformer")
+    perturb(VideoVAE(vae_config("allegro-vae-debug")), 2).save_pretrained(root / "vae")
     (root / "run" / "config.yaml").write_text(
         f"model:\n  vae_pretrained: {root / 'vae'}\n  text_encoder_pretrained: {tiny_t5}\n")
     t2v = export_pipeline(root / "run", root / "t2v")
@@ -108,7 +100,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_sampling_keeps_the_conditioning_frame(tiny_t5: Path):
+def test_sampling_keeps_the_conditioning_frame(tiny_t5: Path, perturb):
     """Train the debug TI2V DiT on four still clips (first-frame task, the trainer's raw-clip
     conditioning), then sample from each clip's first frame with the released mechanism (no latent
     replacement). The first decoded frame is compared with the VAE's own reconstruction of the clip
@@ -117,7 +109,7 @@ def test_sampling_keeps_the_conditioning_frame(tiny_t5: Path):
     torch.set_num_threads(1)  # tiny matmuls: one thread is faster, and the bound is measured with it
     try:
         torch.manual_seed(0)
-        vae = _perturbed(VideoVAE(vae_config("allegro-vae-debug")), 2).eval()
+        vae = perturb(VideoVAE(vae_config("allegro-vae-debug")), 2).eval()
         with torch.no_grad():  # a sharp posterior, as a trained VAE has (std e^-10 instead of ~1)
             vae.quant_conv.weight[4:] = 0
             vae.quant_conv.bias[4:] = -20.0

@@ -103,24 +103,14 @@ class AllegroTI2VDiT(AllegroDiT):
         return self.denoise_tokens(x, grid, modulation, embedded_timestep + first_frame, text_states, text_mask)
 
     # ---------------------------------------------------------------- released folders
+    # from_pretrained / save_pretrained are AllegroDiT's; only the config.json format differs.
 
     @classmethod
-    def from_pretrained(
-        cls,
-        folder: str | os.PathLike,
-        torch_dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
-        attention_backend: str = "sdpa",
-    ) -> "AllegroTI2VDiT":
-        """Load a released-layout TI2V ``transformer/`` folder (or a pipeline folder holding one)."""
-        folder = io.model_folder(folder, "transformer")
-        config = config_from_released(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
-        return io.load_model(lambda: cls(config, attention_backend), folder, torch_dtype, device)
+    def config_from_dict(cls, raw: dict[str, Any], source: str) -> DiTConfig:
+        return config_from_released(raw, source)
 
-    def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = io.DEFAULT_MAX_SHARD_SIZE) -> None:
-        """Write a folder the released ``AllegroTransformerTI2V3DModel.from_pretrained`` loads."""
-        io.save_state_dict(self.state_dict(), folder, max_shard_size)
-        io.write_config(config_to_released(self.config), folder)
+    def config_dict(self) -> dict[str, Any]:
+        return config_to_released(self.config)
 
 
 def config_to_released(config: DiTConfig) -> dict[str, Any]:

@@ -186,10 +186,19 @@ class AllegroDiT(nn.Module):
         exists twice in memory. Dtypes are kept unless ``torch_dtype`` is given.
         """
         folder = io.model_folder(folder, "transformer")
-        config = DiTConfig.from_diffusers_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
+        config = cls.config_from_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
         return io.load_model(lambda: cls(config, attention_backend), folder, torch_dtype, device)
 
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = io.DEFAULT_MAX_SHARD_SIZE) -> None:
-        """Write a folder that ``diffusers.AllegroTransformer3DModel.from_pretrained`` loads."""
+        """Write a folder that ``diffusers.AllegroTransformer3DModel.from_pretrained`` loads (for the TI2V
+        variant: the released ``AllegroTransformerTI2V3DModel``)."""
         io.save_state_dict(self.state_dict(), folder, max_shard_size)
-        io.write_config(self.config.to_diffusers_dict(), folder)
+        io.write_config(self.config_dict(), folder)
+
+    # The config.json format; the TI2V variant writes the released TI2V class's instead.
+    @classmethod
+    def config_from_dict(cls, raw: dict, source: str) -> DiTConfig:
+        return DiTConfig.from_diffusers_dict(raw, source=source)
+
+    def config_dict(self) -> dict:
+        return self.config.to_diffusers_dict()
