@@ -1,7 +1,8 @@
 """Sample videos: ``python launch/sample.py checkpoint=PATH prompt="..." out=video.mp4``.
 
 Keys (allegro_train/sampling/config.py): prompts_file, negative_prompt, num_frames, height, width,
-steps, guidance, seed, scheduler, clean_caption, out (.mp4 or .npy), vae, text_encoder, device,
+steps, guidance, seed, scheduler, clean_caption, out (.mp4 or .npy), vae, text_encoder, image,
+last_image, video, context_frames, windows (TI2V, docs/ti2v.md), device,
 dtype, vae_tiling, offload. See docs/sampling.md.
 """
 

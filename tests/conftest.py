@@ -1,4 +1,5 @@
-"""Fixtures shared across test folders: a tiny T5 text encoder in the diffusers pipeline layout.
+"""Fixtures shared across test folders: a tiny T5 text encoder in the diffusers pipeline layout,
+and ``perturb`` (random weights everywhere).
 
 transformers and sentencepiece are imported inside the fixture, so test sessions that never ask
 for it do not pay for them.
@@ -31,3 +32,20 @@ def build_tiny_t5(folder: Path, seed: int = 0) -> Path:
 def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pipeline folder with ``text_encoder/`` and ``tokenizer/``; read-only for the tests."""
     return build_tiny_t5(tmp_path_factory.mktemp("tiny_t5"))
+
+
+@pytest.fixture(scope="session")
+def perturb():
+    """``perturb(model, seed)``: add 0.05 x N(0, 1) to every parameter, in place; returns the model.
+    Random weights everywhere, so zero-initialised branches (adaLN-Zero, temporal convs, TI2V's
+    condition Linears) cannot hide a difference."""
+    import torch
+
+    def apply(model, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        return model
+
+    return apply

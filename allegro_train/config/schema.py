@@ -234,6 +234,18 @@ class ValidationConfig:
 
 
 @dataclass
+class TI2VConfig:
+    """Image-to-video training (docs/ti2v.md): the TI2V DiT, and per sample one conditioning task drawn
+    with probability proportional to its weight. Defaults: the released mix."""
+
+    enabled: bool = False  # train AllegroTI2VDiT; a T2V model.pretrained is converted on load
+    i2v: float = 0.5  # the first frame given
+    interpolation: float = 0.4  # the first and the last frame given
+    v2v: float = 0.1  # the first k frames given (continuation)
+    v2v_frames: Optional[int] = None  # k, in pixel frames; None: uniform in [1, T] per sample, as released
+
+
+@dataclass
 class StageConfig:
     name: str = "debug"
     description: str = ""
@@ -251,6 +263,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    ti2v: TI2VConfig = field(default_factory=TI2VConfig)
     stage: StageConfig = field(default_factory=StageConfig)
 
 
@@ -310,8 +323,10 @@ _BOUNDS: Bounds = [
     (("data.target_fps", "data.latent_scaling_factor"), lambda v: v is None or v > 0, "must be > 0"),
     (("data.max_upscale",), lambda v: v >= 1, "must be >= 1 (1: never enlarge a sample)"),
     (("data.image_fraction",), lambda v: v is None or 0 <= v <= 1, "is a share of batches, must be in [0, 1]"),
-    (("data.num_workers", "data.shard_retries", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps"),
+    (("data.num_workers", "data.shard_retries", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps",
+      "ti2v.i2v", "ti2v.interpolation", "ti2v.v2v"),
      lambda v: v >= 0, "must be >= 0"),
+    (("ti2v.v2v_frames",), lambda v: v is None or v >= 1, "must be >= 1, or null for the released uniform draw"),
     (("optim.lr", "optim.eps", "diffusion.flow_logit_std", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
     (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
       "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip", "validation.every_steps"),
@@ -410,5 +425,31 @@ def validate(cfg: TrainConfig) -> None:
               parallel.sequence_parallel,
               f"must divide the {dit.num_attention_heads} attention heads of {model.name} (Ulysses splits heads)")
 
+    _check_ti2v(cfg, dit, check)
+
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _check_ti2v(cfg: TrainConfig, dit: Optional[DiTConfig], check: Callable[[bool, str, Any, str], None]) -> None:
+    ti2v = cfg.ti2v
+    weights = {key: getattr(ti2v, key) for key in ("i2v", "interpolation", "v2v")}
+    check(sum(weights.values()) > 0, "ti2v.i2v", ti2v.i2v,
+          f"the task weights {weights} must sum to > 0 (each task is drawn with weight / sum)")
+    if not ti2v.enabled:
+        return
+    for i, bucket in enumerate(cfg.data.buckets):
+        check(bucket.frames > 1, f"data.buckets[{i}].frames", bucket.frames,
+              "ti2v.enabled=true conditions clips on some of their frames, so every bucket needs frames > 1")
+        if ti2v.v2v_frames is not None and ti2v.v2v > 0:
+            check(ti2v.v2v_frames < bucket.frames, "ti2v.v2v_frames", ti2v.v2v_frames,
+                  f"must be < the {bucket.frames} frames of data.buckets[{i}], or nothing is left to generate")
+    if dit is not None:
+        check(cfg.data.vae_temporal_compression == dit.in_channels, "data.vae_temporal_compression",
+              cfg.data.vae_temporal_compression,
+              f"the released TI2V mask lays the pixel frames out as time compression x latent frames on the "
+              f"{dit.in_channels} input channels of {cfg.model.name}, so the two must be equal")
+    check(cfg.validation.every_steps is None, "validation.every_steps", cfg.validation.every_steps,
+          "validation sampling has no conditioning images yet; sample a TI2V run with launch/sample.py image=...")
+    check(cfg.model.lora_rank == 0, "model.lora_rank", cfg.model.lora_rank,
+          "LoRA freezes the DiT, and the TI2V condition embeddings start at zero and must train")

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
-from allegro_train.sampling.config import ExportConfig, SampleConfig
+from allegro_train.models.dit import AllegroTI2VDiT, transformer_class
+from allegro_train.sampling.components import resolve_components
+from allegro_train.sampling.conditioning import Condition, read_clip, read_image, sample_windows
+from allegro_train.sampling.config import ExportConfig, SampleConfig, SampleConfigError
 from allegro_train.sampling.export import export_pipeline
 from allegro_train.sampling.prompts import read_prompts
 from allegro_train.sampling.sampler import Sampler
@@ -25,17 +28,45 @@ def output_paths(out: str, count: int, numbered: bool) -> list[Path]:
     return [path.with_name(f"{path.stem}_{i:03d}{path.suffix}") for i in range(count)]
 
 
+def read_condition(cfg: SampleConfig) -> Condition | None:
+    """The frames ``image=`` / ``last_image=`` / ``video=`` give, or None (text-to-video)."""
+    if cfg.image is not None:
+        last = read_image(cfg.last_image) if cfg.last_image is not None else None
+        return Condition.from_images(read_image(cfg.image), last)
+    if cfg.video is not None:
+        return Condition.from_clip(read_clip(cfg.video), cfg.context_frames)
+    return None
+
+
+def check_transformer_kind(cfg: SampleConfig) -> None:
+    """TI2V checkpoints need a condition and T2V ones take none; checked before any weight is read."""
+    parts = resolve_components(cfg.checkpoint, cfg.vae, cfg.text_encoder)
+    ti2v = transformer_class(parts.transformer) is AllegroTI2VDiT
+    conditioned = cfg.image is not None or cfg.video is not None
+    if ti2v and not conditioned:
+        raise SampleConfigError(f"checkpoint={cfg.checkpoint}: a TI2V transformer; give image= (and last_image=) "
+                                "or video=")
+    if conditioned and not ti2v:
+        raise SampleConfigError(f"image={cfg.image!r} / video={cfg.video!r}: checkpoint={cfg.checkpoint} is a T2V "
+                                "transformer; image-to-video needs a TI2V one (docs/ti2v.md)")
+
+
 def run_sample(cfg: SampleConfig) -> list[Path]:
     """Sample every prompt (one at a time, each from ``cfg.seed``) and write its video; returns the paths."""
     prompts = read_prompts(cfg.prompts_file) if cfg.prompts_file is not None else [cfg.prompt]
     paths = output_paths(cfg.out, len(prompts), numbered=cfg.prompts_file is not None)
+    check_transformer_kind(cfg)
+    condition = read_condition(cfg)
     sampler = Sampler.from_pretrained(cfg.checkpoint, vae=cfg.vae, text_encoder=cfg.text_encoder,
                                       scheduler=cfg.scheduler, device=cfg.device, dtype=DTYPES[str(cfg.dtype)],
                                       vae_tiling=cfg.vae_tiling, offload=cfg.offload, max_length=cfg.max_length)
+    kwargs = dict(negative_prompt=cfg.negative_prompt, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                  steps=cfg.steps, guidance=cfg.guidance, clean_caption=cfg.clean_caption)
     for prompt, path in zip(prompts, paths):
-        frames = sampler.sample([prompt], cfg.negative_prompt, num_frames=cfg.num_frames, height=cfg.height,
-                                width=cfg.width, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
-                                clean_caption=cfg.clean_caption)[0]  # [T, H, W, 3]
+        if condition is None:
+            frames = sampler.sample([prompt], seed=cfg.seed, **kwargs)[0]  # [T, H, W, 3]
+        else:
+            frames = sample_windows(sampler, prompt, condition, cfg.windows, cfg.context_frames, cfg.seed, **kwargs)
         write_video(frames, path, cfg.fps)
         log.info("wrote %s (%s)", path, prompt)
     return paths

@@ -47,6 +47,14 @@ class SampleConfig:
     fps: int = 15
     vae: Optional[str] = None  # frozen components of a run checkpoint (default: the run's config.yaml)
     text_encoder: Optional[str] = None
+    # Image-to-video (TI2V checkpoints, docs/ti2v.md): a first frame, optionally a last frame too, or
+    # a clip to continue from its last context_frames frames. windows > 1 chains windows, each
+    # continuing the previous one's last context_frames frames.
+    image: Optional[str] = None
+    last_image: Optional[str] = None
+    video: Optional[str] = None
+    context_frames: int = 8
+    windows: int = 1
     device: str = "cuda"
     dtype: Precision = Precision.bf16  # DiT and T5; the VAE always decodes in fp32
     vae_tiling: bool = True  # the released pipeline always decodes in tiles
@@ -96,8 +104,22 @@ def validate_sample(cfg: SampleConfig) -> None:
 
         check(torch.cuda.is_available(), "device", cfg.device, "CUDA is not available here; pass device=cpu")
     check(not (cfg.offload and cfg.device == "cpu"), "offload", cfg.offload, "needs an accelerator device")
+    _check_condition(cfg, check)
     if problems:
         raise SampleConfigError("invalid sample config:\n  " + "\n  ".join(problems))
+
+
+def _check_condition(cfg: SampleConfig, check) -> None:
+    check(cfg.image is None or cfg.video is None, "video", cfg.video, f"give image= or video=, not both (image={cfg.image!r})")
+    check(cfg.last_image is None or cfg.image is not None, "last_image", cfg.last_image, "needs image= (the first frame)")
+    for key in ("image", "last_image", "video"):
+        path = getattr(cfg, key)
+        check(path is None or Path(path).is_file(), key, path, "is not a file")
+    check(cfg.windows >= 1, "windows", cfg.windows, "must be >= 1")
+    check(cfg.windows == 1 or cfg.image is not None or cfg.video is not None, "windows", cfg.windows,
+          "chaining windows needs a TI2V checkpoint and image= or video= for the first window")
+    check(1 <= cfg.context_frames < cfg.num_frames or (cfg.video is None and cfg.windows == 1), "context_frames",
+          cfg.context_frames, f"must be in [1, num_frames={cfg.num_frames}): the frames given to a continued window")
 
 
 def validate_export(cfg: ExportConfig) -> None:

@@ -1,7 +1,8 @@
 """``export_pipeline``: a checkpoint -> a complete diffusers pipeline folder for ``AllegroPipeline``.
 
     DIR/model_index.json   AllegroPipeline and each component's (library, class)
-    DIR/transformer/       AllegroTransformer3DModel (re-saved from our DiT: keys checked on load)
+    DIR/transformer/       AllegroTransformer3DModel (re-saved from our DiT: keys checked on load);
+                           a TI2V run's AllegroTransformerTI2V3DModel, indexed as AllegroTI2VPipeline
     DIR/vae/               AutoencoderKLAllegro (re-saved likewise)
     DIR/text_encoder/      T5EncoderModel (files copied: safetensors + config)
     DIR/tokenizer/         T5Tokenizer (files copied)
@@ -20,7 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from allegro_train.models.dit import AllegroDiT
+from allegro_train.models.dit import AllegroTI2VDiT, transformer_class
+from allegro_train.models.dit.ti2v import TI2V_CLASS_NAME
 from allegro_train.models.io import DIFFUSERS_VERSION
 from allegro_train.models.text.t5 import resolve_folders
 from allegro_train.models.vae import VideoVAE
@@ -63,12 +65,15 @@ def export_pipeline(checkpoint: str | os.PathLike, out: str | os.PathLike, vae: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         # Round-trip the models through our classes: a key or config mismatch fails here, not in diffusers.
-        AllegroDiT.from_pretrained(parts.transformer).save_pretrained(tmp / "transformer")
+        transformer_cls = transformer_class(parts.transformer)
+        transformer_cls.from_pretrained(parts.transformer).save_pretrained(tmp / "transformer")
         VideoVAE.from_pretrained(parts.vae).save_pretrained(tmp / "vae")
         _copy_files(encoder_dir, tmp / "text_encoder")
         _copy_files(tokenizer_dir, tmp / "tokenizer")
         schedule.save_pretrained(tmp / "scheduler")
         index = {**MODEL_INDEX_CONTENT, "scheduler": ["diffusers", type(schedule).__name__]}
+        if transformer_cls is AllegroTI2VDiT:  # the released TI2V classes (diffusers has neither)
+            index.update(_class_name="AllegroTI2VPipeline", transformer=["diffusers", TI2V_CLASS_NAME])
         (tmp / MODEL_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         if out.exists():
             shutil.rmtree(out)

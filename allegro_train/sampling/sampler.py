@@ -14,6 +14,10 @@ scheduler's ancestral noise. Two deliberate differences, neither changing the re
 * latents and the scheduler stay fp32 whatever the model dtype (the reference keeps them in the
   text encoder's dtype, bf16 for the released weights); the DiT sees its own dtype.
 
+Image-to-video: with a TI2V transformer (``AllegroTI2VDiT``) ``sample(..., condition=Condition...)``
+encodes the given frames as the released TI2V pipeline does (``sampling/conditioning.py``) and
+feeds them to the DiT beside the noisy latents at every step, in both CFG halves.
+
 Memory options: ``offload=True`` keeps every model on the CPU and moves each to the device only
 for its stage (T5, then the DiT, then the VAE); ``vae.enable_tiling()`` (``vae_tiling=True`` in
 ``from_pretrained``) decodes in tiles; ``dtype=torch.bfloat16`` runs the DiT and T5 in bf16 (the
@@ -31,10 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from allegro_train.models.dit import AllegroDiT
+from allegro_train.models.dit import AllegroDiT, AllegroTI2VDiT, condition_mask, transformer_class
 from allegro_train.models.text import T5TextEncoder
 from allegro_train.models.vae import VideoVAE
 from allegro_train.sampling.components import resolve_components
+from allegro_train.sampling.conditioning import Condition
 from allegro_train.sampling.schedulers import build_scheduler
 
 
@@ -107,7 +112,8 @@ class Sampler:
         parts = resolve_components(checkpoint, vae, text_encoder)
         built_scheduler = build_scheduler(scheduler, parts.scheduler)  # before weights: a bad name fails fast
         load_device = "cpu" if offload else device
-        dit = AllegroDiT.from_pretrained(parts.transformer, torch_dtype=dtype, device=load_device)
+        dit = transformer_class(parts.transformer).from_pretrained(parts.transformer, torch_dtype=dtype,
+                                                                   device=load_device)
         video_vae = VideoVAE.from_pretrained(parts.vae, torch_dtype=torch.float32, device=load_device)
         if vae_tiling:
             video_vae.enable_tiling()
@@ -137,19 +143,51 @@ class Sampler:
             states, mask = self.text_encoder.encode(texts, clean=clean_caption)
         return states.to(self.device), mask.to(self.device)
 
+    @property
+    def is_ti2v(self) -> bool:
+        return isinstance(self.transformer, AllegroTI2VDiT)
+
+    def initial_noise(self, batch: int, grid: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
+        """[B, C, T', H', W'] fp32 standard normal, drawn as diffusers' pipelines draw it (``randn_tensor``)."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        return randn_tensor((batch, self.transformer.config.in_channels, *grid), generator=generator,
+                            device=self.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def encode_condition(self, condition: Condition, num_frames: int, height: int, width: int, batch: int,
+                         generator: torch.Generator) -> torch.Tensor:
+        """The TI2V DiT's extra input [B, 2C, T', H', W']: VAE latents of the masked clip, then the mask.
+
+        As the released pipeline: the clip (given frames, zeros elsewhere) is repeated over the batch
+        and encoded in fp32, each copy drawing its own ``latent_dist.sample(generator) * scaling``.
+        """
+        video, generate = condition.pixels(num_frames, height, width)  # [3, T, H, W], [T]
+        with self._on_device(self.vae):
+            posterior = self.vae.encode(video[None].expand(batch, -1, -1, -1, -1).to(self.device))
+            masked = posterior.sample(generator) * self.vae.scaling_factor  # [B, C, T', H', W']
+        mask = condition_mask(generate[None].expand(batch, -1), tuple(masked.shape[2:]), masked.shape[1])
+        return torch.cat([masked.float(), mask.to(masked.device)], dim=1)
+
     @torch.no_grad()
     def denoise(self, states: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int, int], steps: int,
-                guidance: float, generator: torch.Generator, eta: float = 0.0) -> torch.Tensor:
-        """Text states (CFG layout as ``encode_prompts``) -> clean latents [B, C, T', H', W'] (scaled)."""
+                guidance: float, generator: torch.Generator, eta: float = 0.0, noise: torch.Tensor | None = None,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Text states (CFG layout as ``encode_prompts``) -> clean latents [B, C, T', H', W'] (scaled).
+
+        ``noise``: the starting draw (default: ``initial_noise`` from ``generator``); ``condition``
+        [B, 2C, T', H', W']: a TI2V DiT's extra input (``encode_condition``), the same in both CFG halves.
+        """
         cfg = guidance > 1.0
         batch = states.shape[0] // 2 if cfg else states.shape[0]
         dit, scheduler = self.transformer, self.scheduler
         dtype = next(dit.parameters()).dtype
         scheduler.set_timesteps(steps, device=self.device)
-        from diffusers.utils.torch_utils import randn_tensor
-
-        latents = randn_tensor((batch, dit.config.in_channels, *grid), generator=generator, device=self.device,
-                               dtype=torch.float32) * scheduler.init_noise_sigma  # [B, C, T', H', W']
+        if noise is None:
+            noise = self.initial_noise(batch, grid, generator)
+        latents = noise * scheduler.init_noise_sigma  # [B, C, T', H', W']
+        if condition is not None:
+            condition = torch.cat([condition, condition]) if cfg else condition
         accepted = inspect.signature(scheduler.step).parameters
         step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
         text = states.to(dtype)
@@ -157,6 +195,8 @@ class Sampler:
             for t in scheduler.timesteps:
                 model_in = torch.cat([latents, latents]) if cfg else latents  # [2B, C, T', H', W']
                 model_in = scheduler.scale_model_input(model_in, t)
+                if condition is not None:  # TI2V: [noisy | masked-clip latents | mask] on channels
+                    model_in = torch.cat([model_in, condition], dim=1)
                 eps = dit(model_in.to(dtype), t.expand(model_in.shape[0]), text, mask).float()
                 if cfg:
                     uncond, cond = eps.chunk(2)
@@ -176,17 +216,26 @@ class Sampler:
 
     def sample(self, prompts: Sequence[str], negative_prompt: str = "", num_frames: int = 88, height: int = 720,
                width: int = 1280, steps: int = 100, guidance: float = 7.5, seed: int = 0,
-               clean_caption: bool = True, eta: float = 0.0) -> np.ndarray:
+               clean_caption: bool = True, eta: float = 0.0, condition: Condition | None = None) -> np.ndarray:
         """Prompts (one batch) -> uint8 frames [N, num_frames, height, width, 3].
 
         ``seed`` seeds a CPU generator, as the reference's examples do, so a seed gives the same
-        video on any device. ``guidance <= 1`` turns classifier-free guidance off.
+        video on any device. ``guidance <= 1`` turns classifier-free guidance off. ``condition``:
+        the given frames of a TI2V transformer (required by one, refused by a T2V one).
         """
         prompts = check_prompts(prompts)
         if steps < 1:
             raise ValueError(f"steps={steps}: must be >= 1")
+        if self.is_ti2v != (condition is not None):
+            raise ValueError("a TI2V transformer needs a condition (image, last image or clip)" if self.is_ti2v else
+                             "a condition (image, last image or clip) needs a TI2V transformer; this one is T2V "
+                             "(convert it with launch/convert_ti2v.py and train it, docs/ti2v.md)")
         grid = latent_grid(num_frames, height, width, self.vae.config.compression, self.transformer.config.patch_size)
         generator = torch.Generator("cpu").manual_seed(seed)
         states, mask = self.encode_prompts(prompts, negative_prompt, guidance, clean_caption)
-        latents = self.denoise(states, mask, grid, steps, guidance, generator, eta)
+        # The released TI2V pipeline's order of draws: the starting noise, then the masked clip's VAE sample.
+        noise = self.initial_noise(len(prompts), grid, generator)
+        encoded = None if condition is None else self.encode_condition(
+            condition, num_frames, height, width, len(prompts), generator)
+        latents = self.denoise(states, mask, grid, steps, guidance, generator, eta, noise=noise, condition=encoded)
         return self.decode(latents)

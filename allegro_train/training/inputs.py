@@ -46,8 +46,13 @@ class OnlineInputs:
         self.null: Text = self.text.encode([""])
 
     @torch.no_grad()
+    def encode_video(self, video: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Pixels [B, 3, T, H, W] in [-1, 1] -> scaled latents [B, 4, T', H', W'] fp32 (also TI2V's masked clips)."""
+        posterior = self.vae.encode(video.to(self.device, torch.float32))
+        return (posterior.sample(generator) * self.vae.scaling_factor).float()
+
+    @torch.no_grad()
     def __call__(self, batch: dict, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, Text]:
-        posterior = self.vae.encode(batch["video"].to(device, torch.float32))
-        latents = posterior.sample(generator) * self.vae.scaling_factor  # [B, 4, T', H', W']
+        latents = self.encode_video(batch["video"], generator)
         states, mask = self.text.encode(list(batch["captions"]))
-        return latents.float(), (states.float(), mask)
+        return latents, (states.float(), mask)

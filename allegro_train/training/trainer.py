@@ -28,16 +28,17 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from allegro_train.config import TrainConfig
+from allegro_train.config import ConfigError, TrainConfig
 from allegro_train.config.schema import dit_config_for
 from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
-from allegro_train.models.dit import AllegroDiT, dit_train_flops
+from allegro_train.models.dit import AllegroDiT, AllegroTI2VDiT, dit_train_flops, ti2v_from_t2v, transformer_class
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from allegro_train.parallel.groups import SequenceGroups, build_sequence_groups, check_resume_layout
 from allegro_train.parallel.ulysses import apply_sequence_parallel
 from allegro_train.parallel.zero import deepspeed_config
 from allegro_train.training.checkpoint import CheckpointManager
+from allegro_train.training.conditioning import build_conditioner, with_condition
 from allegro_train.training.ema import EMA, full_module_state_dict
 from allegro_train.training.faults import (NonfiniteGuard, NonfiniteLossError, Preemption, Watchdog,
                                            maybe_inject_faults)
@@ -50,18 +51,27 @@ from allegro_train.training.optim import lr_multiplier, param_groups
 log = logging.getLogger(__name__)
 
 
-def build_dit(model_cfg, sequence_group=None) -> AllegroDiT:
+def build_dit(model_cfg, sequence_group=None, ti2v: bool = False) -> AllegroDiT:
     """A DiT from the registry (freshly ``init_weights()``-ed) or from released diffusers weights;
-    tokens split over ``sequence_group`` (Ulysses) when given, before compilation and LoRA."""
+    tokens split over ``sequence_group`` (Ulysses) when given, before compilation and LoRA.
+
+    ``ti2v``: the image-to-video variant; a T2V ``model.pretrained`` is converted on load (exactly the
+    T2V model until the condition embeddings train), as the released ``train_ti2v.py`` starts.
+    """
     config = dit_config_for(model_cfg)
     if model_cfg.pretrained:
-        model = AllegroDiT.from_pretrained(model_cfg.pretrained, torch_dtype=torch.float32,
+        loaded_cls = transformer_class(model_cfg.pretrained)
+        if loaded_cls is AllegroTI2VDiT and not ti2v:
+            raise ConfigError(f"model.pretrained={model_cfg.pretrained} is a TI2V transformer: set ti2v.enabled=true")
+        model = loaded_cls.from_pretrained(model_cfg.pretrained, torch_dtype=torch.float32,
                                            attention_backend=str(model_cfg.attention_backend))
+        if ti2v and loaded_cls is AllegroDiT:
+            model = ti2v_from_t2v(model)
         # RoPE scales are not weights: the stage's values apply to the loaded architecture
         rope = {k: v for k, v in dataclasses.asdict(config).items() if k.startswith("interpolation_scale")}
         model.config = dataclasses.replace(model.config, **rope)
     else:
-        model = AllegroDiT(config, attention_backend=str(model_cfg.attention_backend))
+        model = (AllegroTI2VDiT if ti2v else AllegroDiT)(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
     if sequence_group is not None:
         apply_sequence_parallel(model, sequence_group)
@@ -129,10 +139,11 @@ def tokens_of(dit, bucket, data_cfg) -> tuple[tuple[int, int, int], int]:
     return grid, grid[0] * (grid[1] // dit.patch_size) * (grid[2] // dit.patch_size)
 
 
-def export_transformer(state: dict[str, torch.Tensor], config, folder: Path) -> None:
+def export_transformer(state: dict[str, torch.Tensor], config, folder: Path,
+                       model_cls: type[AllegroDiT] = AllegroDiT) -> None:
     """A diffusers ``transformer/`` folder, written beside and renamed into place when complete."""
     with torch.device("meta"):
-        model = AllegroDiT(config)
+        model = model_cls(config)
     model.load_state_dict(state, assign=True)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -192,7 +203,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     if latest is not None:  # before the model is built
         check_resume_layout(latest, sp)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
-    model = build_dit(cfg.model, sp.group)
+    model = build_dit(cfg.model, sp.group, cfg.ti2v.enabled)
     dit = model.config
     loader, inputs = build_data(cfg, dit, dist, sp, run_dir)
     buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
@@ -227,6 +238,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         validator = Validator(cfg, dist.device, run_dir, dist.is_main,
                               encoders=inputs if isinstance(inputs, OnlineInputs) else None)
     stats = StepStats(cfg.diffusion.num_train_timesteps)
+    conditioner = build_conditioner(cfg.ti2v)  # None unless ti2v.enabled
     flow = str(cfg.diffusion.objective) == "flow"
     accum = cfg.optim.grad_accum_steps
     if dist.is_main:
@@ -234,8 +246,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
                  "run dir %s", cfg.model.name, sum(p.numel() for p in model.parameters()) / 1e6,
                  cfg.parallel.zero_stage, dist.world_size, sp.size, step, max_steps, run_dir)
 
-    def model_fn(noisy, timesteps, text_states, text_mask):
-        return engine(noisy.to(dtype), timesteps, text_states.to(dtype), text_mask)
+    def model_fn(noisy, timesteps, text_states, text_mask, condition=None):
+        return engine(with_condition(noisy, condition).to(dtype), timesteps, text_states.to(dtype), text_mask)
 
     def save_checkpoint() -> None:
         rank_state = {"data": loader.state_dict(), "skipped_nonfinite": guard.skipped,
@@ -263,8 +275,10 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
                 length = max(text.shape[1], inputs.null[0].shape[1])
                 text, mask = drop_captions(*pad_text(text, mask, length), *pad_text(*inputs.null, length),
                                            cfg.diffusion.caption_dropout, generator)
-            out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
-                                                     "text_mask": mask.to(dist.device)}, generator)
+            cond = {"text_states": text.to(dist.device), "text_mask": mask.to(dist.device)}
+            if conditioner is not None:  # TI2V: this batch's tasks -> masked-clip latents + mask
+                cond["condition"] = conditioner(batch, latents, inputs, generator)
+            out = objective.loss(model_fn, latents, cond, generator)
             micro_loss = maybe_inject_faults(out.loss, dist.rank, step + guard.skipped + 1)
             if not guard.all_finite(micro_loss):  # agreed by all ranks, before any of them runs backward
                 if micro > 0:
@@ -340,7 +354,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         if lora:
             save_adapters(state, final.parent / "lora", lora, lora_alpha(cfg.model), list(cfg.model.lora_targets))
             state = merged_state_dict(state, lora, lora_alpha(cfg.model))
-        export_transformer(state, dit, final)
+        export_transformer(state, dit, final, AllegroTI2VDiT if cfg.ti2v.enabled else AllegroDiT)
     window = max(1, len(losses) // 5)
     summary = {"steps": step, "losses": losses, "first_loss": sum(losses[:window]) / window,
                "last_loss": sum(losses[-window:]) / window, "transformer": str(final),

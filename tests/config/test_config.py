@@ -59,7 +59,8 @@ def test_precomputed_shards_need_the_empty_caption_for_caption_dropout():
 
 
 def test_stage_numbers():
-    assert STAGES == sorted(["vae_pretrain", "t2i_368p", "t2v_368p_40f", "t2v_720p_40f", "720p", "finetune", "demo"])
+    assert STAGES == sorted(["vae_pretrain", "t2i_368p", "t2v_368p_40f", "t2v_720p_40f", "720p", "finetune", "demo",
+                             "demo_ti2v"])
     by_stage = {s: load_config([f"+stage={s}", SHARDS, NULL]) for s in STAGES}
 
     def scales(cfg):

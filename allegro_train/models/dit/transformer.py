@@ -121,6 +121,14 @@ class AllegroDiT(nn.Module):
         scales = (c.interpolation_scale_t, c.interpolation_scale_h, c.interpolation_scale_w)
         return rope_tables(grid, c.attention_head_dim, scales, device=device)
 
+    def token_grid(self, latents: torch.Tensor) -> tuple[int, int, int]:
+        """(T, H/p, W/p) of latents [B, C, T, H, W]; ``ValueError`` when H or W does not tile into patches."""
+        _, _, frames, height, width = latents.shape
+        patch = self.config.patch_size
+        if height % patch or width % patch:
+            raise ValueError(f"latent grid {frames}x{height}x{width}: H and W must be divisible by patch {patch}")
+        return frames, height // patch, width // patch
+
     def forward(
         self,
         latents: torch.Tensor,
@@ -130,14 +138,25 @@ class AllegroDiT(nn.Module):
     ) -> torch.Tensor:
         """latents [B, C, T, H, W]; timestep [B]; text_states [B, L, caption_channels];
         text_mask [B, L] (1 keep, 0 pad) -> prediction [B, C_out, T, H, W]."""
-        batch, _, frames, height, width = latents.shape
-        patch = self.config.patch_size
-        if height % patch or width % patch:
-            raise ValueError(f"latent grid {frames}x{height}x{width}: H and W must be divisible by patch {patch}")
-        grid = (frames, height // patch, width // patch)
-
+        grid = self.token_grid(latents)
         x = self.pos_embed(latents)  # [B, N, D]
         modulation, embedded_timestep = self.adaln_single(timestep, x.dtype)  # [B, 6D], [B, D]
+        return self.denoise_tokens(x, grid, modulation, embedded_timestep, text_states, text_mask)
+
+    def denoise_tokens(
+        self,
+        x: torch.Tensor,
+        grid: tuple[int, int, int],
+        modulation: torch.Tensor,
+        embedded_timestep: torch.Tensor,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Embedded tokens x [B, N, D] -> the blocks and the final layer -> [B, C_out, T, H, W].
+
+        Shared with the TI2V variant, which embeds more inputs into ``x`` and ``embedded_timestep``.
+        """
+        patch = self.config.patch_size
         context = self.caption_projection(text_states)  # [B, L, D]
         context_mask = None if text_mask is None else text_mask.bool()
         rope = self.rotary_embedding(grid, x.device)
@@ -173,10 +192,19 @@ class AllegroDiT(nn.Module):
         exists twice in memory. Dtypes are kept unless ``torch_dtype`` is given.
         """
         folder = io.model_folder(folder, "transformer")
-        config = DiTConfig.from_diffusers_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
+        config = cls.config_from_dict(io.read_config(folder), source=str(folder / io.CONFIG_NAME))
         return io.load_model(lambda: cls(config, attention_backend), folder, torch_dtype, device)
 
     def save_pretrained(self, folder: str | os.PathLike, max_shard_size: int | str = io.DEFAULT_MAX_SHARD_SIZE) -> None:
-        """Write a folder that ``diffusers.AllegroTransformer3DModel.from_pretrained`` loads."""
+        """Write a folder that ``diffusers.AllegroTransformer3DModel.from_pretrained`` loads (for the TI2V
+        variant: the released ``AllegroTransformerTI2V3DModel``)."""
         io.save_state_dict(self.state_dict(), folder, max_shard_size)
-        io.write_config(self.config.to_diffusers_dict(), folder)
+        io.write_config(self.config_dict(), folder)
+
+    # The config.json format; the TI2V variant writes the released TI2V class's instead.
+    @classmethod
+    def config_from_dict(cls, raw: dict, source: str) -> DiTConfig:
+        return DiTConfig.from_diffusers_dict(raw, source=source)
+
+    def config_dict(self) -> dict:
+        return self.config.to_diffusers_dict()
