@@ -1,7 +1,7 @@
 """A plain detector of the demo's prompts: which colour the moving shape has and where it goes.
 
-No learned model: saturated pixels (the backgrounds are near-grey) are assigned to the nearest
-palette colour; the clip's colour is the one with the most pixels over all frames, and its
+No learned model: saturated pixels (the backgrounds are near-grey) close to a palette colour are
+assigned to it; the clip's colour is the one with the most pixels over all frames, and its
 direction is the dominant axis of the slope of that colour's centroid over time. A clip in which
 the shape does not move far enough, or shows no saturated pixels, gets ``None``, which never
 counts as right.
@@ -17,6 +17,7 @@ import numpy as np
 from allegro_train.demo.videos import COLOURS, DIRECTIONS
 
 MIN_CHROMA = 70  # max(rgb) - min(rgb) of a shape pixel; the textures stay far below it
+MAX_DISTANCE = 100  # RGB distance of a shape pixel to its palette colour (washed-out noise is not a shape)
 MIN_PIXELS = 4  # per frame, for a centroid
 MIN_TRAVEL = 0.15  # of the frame size, over the clip, to call a direction
 
@@ -45,8 +46,9 @@ def detect(frames: np.ndarray) -> Detection:
     pixels = frames.astype(np.float32)
     chroma = pixels.max(-1) - pixels.min(-1)  # [T, H, W]
     palette = np.array(list(COLOURS.values()), dtype=np.float32)  # [K, 3]
-    nearest = np.linalg.norm(pixels[..., None, :] - palette, axis=-1).argmin(-1)  # [T, H, W]
-    shape_pixels = chroma >= MIN_CHROMA
+    distances = np.linalg.norm(pixels[..., None, :] - palette, axis=-1)  # [T, H, W, K]
+    nearest = distances.argmin(-1)  # [T, H, W]
+    shape_pixels = (chroma >= MIN_CHROMA) & (distances.min(-1) <= MAX_DISTANCE)
     counts = np.bincount(nearest[shape_pixels], minlength=len(palette))
     if counts.sum() == 0:
         return Detection(None, None, 0.0)
