@@ -34,7 +34,7 @@ from allegro_train.training.run import (build_engine, build_logger, checkpoint_d
                                         loader_counts, logging_due, max_memory_gb, prepare_run_dir, run_guarded,
                                         summarize, unclipped_grad_norm)
 from allegro_train.training.state import RunState
-from allegro_train.training.vae_loss import VAELoss
+from allegro_train.training.vae_loss import LastLayerGrad, VAELoss
 from allegro_train.training.vae_validation import ReconstructionValidator
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,6 @@ def build_vae(vae_cfg) -> VideoVAE:
         param.requires_grad_(is_temporal_key(name) or not temporal_only)
     model.set_activation_checkpointing(vae_cfg.activation_checkpointing)
     return model
-
-
-def decoder_last_layer(model: VideoVAE) -> torch.nn.Parameter:
-    """The weight of the decoder's last trained layer, where the adaptive GAN weight compares gradients:
-    ``conv_out``, or ``temp_conv_out`` (the last temporal one) when the 2D layers are frozen."""
-    decoder = model.decoder
-    return decoder.conv_out.weight if decoder.conv_out.weight.requires_grad else decoder.temp_conv_out.weight
 
 
 def fp32_state_dict(module: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,7 +131,7 @@ def _train_vae(cfg: VAETrainConfig, dist: DistInfo, faults: FaultHandlers) -> di
     engine, scheduler = build_engine(model, cfg)
     dtype = compute_dtype(cfg)
     vae: VideoVAE = engine.module
-    last_layer = decoder_last_layer(vae)
+    last_layer_grad = LastLayerGrad(vae) if disc is not None and cfg.discriminator.adaptive_weight else None
     run_state = RunState(cfg, dist, loader, engine, replicated=disc.state_dict if disc else None,
                          restore_replicated=disc.load_state_dict if disc else None)
     run_state.resume()
@@ -187,7 +180,7 @@ def _train_vae(cfg: VAETrainConfig, dist: DistInfo, faults: FaultHandlers) -> di
             recon, posterior = engine(video.to(dtype), sample_posterior=cfg.vae.sample_posterior, generator=generator)
             if disc is not None:
                 disc.net.requires_grad_(False)  # the generator's GAN term trains the VAE only
-            loss, step_terms = loss_fn.generator(video, recon, posterior, last_layer, gan_on)
+            loss, step_terms = loss_fn.generator(video, recon, posterior, gan_on, last_layer_grad)
             d_loss = None
             if gan_on:
                 disc.net.requires_grad_(True)
