@@ -23,7 +23,6 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from safetensors.torch import load_file, save_file
 from torch import nn

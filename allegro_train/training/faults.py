@@ -101,6 +101,19 @@ class NonfiniteGuard:
         bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0], dtype=torch.float64)
         return float(all_reduce_sum(bad)[0]) == 0.0
 
+    def micro_batch_ok(self, loss: torch.Tensor, micro: int, step: int) -> bool:
+        """Collective: False when the step after ``step`` must be skipped (a non-finite loss on any rank in
+        its first micro-batch). In a later micro-batch it raises: the earlier micro-batches' gradients
+        are already accumulated inside DeepSpeed, so the step can no longer be skipped."""
+        if self.all_finite(loss):
+            return True
+        if micro > 0:
+            raise NonfiniteLossError(
+                f"non-finite loss in micro-batch {micro} of the step after {step}: the gradients of the "
+                "earlier micro-batches are already accumulated inside DeepSpeed, so the step cannot be "
+                "skipped (optim.grad_accum_steps > 1); the newest complete checkpoint is intact")
+        return False
+
     def record_skip(self, step: int) -> None:
         self.skipped += 1
         self.in_row += 1

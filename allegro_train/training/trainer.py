@@ -32,7 +32,7 @@ from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_capti
 from allegro_train.models.dit import AllegroDiT, dit_train_flops
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier
 from allegro_train.training.ema import EMA, full_module_state_dict
-from allegro_train.training.faults import FaultHandlers, NonfiniteLossError, maybe_inject_faults
+from allegro_train.training.faults import FaultHandlers, maybe_inject_faults
 from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
 from allegro_train.training.lora import apply_lora, merged_state_dict, save_adapters
 from allegro_train.training.metrics import StepStats
@@ -190,12 +190,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, faults: FaultHandlers) -> dict[str,
             out = objective.loss(model_fn, latents, {"text_states": text.to(dist.device),
                                                      "text_mask": mask.to(dist.device)}, generator)
             micro_loss = maybe_inject_faults(out.loss, dist.rank, step + guard.skipped + 1)
-            if not guard.all_finite(micro_loss):  # agreed by all ranks, before any of them runs backward
-                if micro > 0:
-                    raise NonfiniteLossError(
-                        f"non-finite loss in micro-batch {micro} of the step after {step}: the gradients of the "
-                        "earlier micro-batches are already accumulated inside DeepSpeed, so the step cannot be "
-                        "skipped (optim.grad_accum_steps > 1); the newest complete checkpoint is intact")
+            if not guard.micro_batch_ok(micro_loss, micro, step):  # agreed by all ranks, before any backward
                 skipped = True
                 continue
             engine.backward(micro_loss)  # DeepSpeed divides by the accumulation steps

@@ -29,7 +29,7 @@ from allegro_train.models.vae.discriminator import PatchDiscriminator3D
 from allegro_train.models.vae.inflate import is_temporal_key
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, average_gradients
 from allegro_train.training.ema import full_module_state_dict
-from allegro_train.training.faults import FaultHandlers, NonfiniteLossError, maybe_inject_faults
+from allegro_train.training.faults import FaultHandlers, maybe_inject_faults
 from allegro_train.training.run import (build_engine, build_logger, checkpoint_due, compute_dtype, export_folder,
                                         loader_counts, logging_due, max_memory_gb, prepare_run_dir, run_guarded,
                                         summarize, unclipped_grad_norm)
@@ -188,12 +188,7 @@ def _train_vae(cfg: VAETrainConfig, dist: DistInfo, faults: FaultHandlers) -> di
                 step_terms.update(d_terms)
             loss = maybe_inject_faults(loss, dist.rank, step + guard.skipped + 1)
             checked = loss.detach() + (d_loss.detach() if d_loss is not None else 0.0)
-            if not guard.all_finite(checked):  # agreed by all ranks, before any of them runs backward
-                if micro > 0:
-                    raise NonfiniteLossError(
-                        f"non-finite loss in micro-batch {micro} of the step after {step}: earlier micro-batches' "
-                        "gradients are already accumulated (optim.grad_accum_steps > 1); the newest complete "
-                        "checkpoint is intact")
+            if not guard.micro_batch_ok(checked, micro, step):  # agreed by all ranks, before any backward
                 skipped = True
                 continue
             engine.backward(loss)
