@@ -221,3 +221,22 @@ def test_hydra_entry_validates_before_the_task(tmp_path):
     assert "TRAINING demo" in _run(script, "hydra.run.dir=.", "+stage=demo").stdout
     bad = _run(script, "hydra.run.dir=.", "model.name=allegro-9b")
     assert bad.returncode != 0 and "model.name" in bad.stderr and "TRAINING" not in bad.stdout
+
+
+def test_vae_root_errors_name_the_key(tmp_path):
+    base = ["+stage=vae_pretrain", SHARDS, *VAE_LOCAL]
+    cases = {
+        "parallel.zero_stage=3": "parallel.zero_stage=3: VAE training runs ZeRO 0-2",
+        "data.precomputed=true": "data.precomputed=True: VAE training reads pixels",
+        "validation.every_steps=10": "validation.shards=None: validation.every_steps needs held-out raw shards",
+        "vae.name=allegro-vae-huge": "vae.name='allegro-vae-huge': not a VAE size",
+        f"vae.image_vae={tmp_path / 'absent'}": "vae.image_vae=.*absent': no such folder",
+        "discriminator.betas=[0.5,1.5]": r"discriminator.betas=\[0.5, 1.5\]: must be two numbers in \[0, 1\)",
+        "data.buckets=[{frames: 6, height: 36, width: 64}]": "data.buckets\\[0\\].frames=6: must be 1 .* or a multiple of 4",
+        "+model.name=allegro-debug": "keys not in the schema .*vae_schema.py.*: model",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load_vae_config([*base, override])
+    with pytest.raises(ConfigError, match="data.buckets\\[0\\].height=36: must be a positive multiple of 8"):
+        load_vae_config([*base, "data.buckets=[{frames: 8, height: 36, width: 64}]"])
