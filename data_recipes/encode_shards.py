@@ -75,10 +75,8 @@ class Encoders:
         An image (F = 1) is repeated to the VAE's time compression, a still clip of one latent
         frame: the VideoVAE only takes whole groups of frames (docs/text.md).
         """
-        if video.shape[1] == 1:
-            video = video.expand(-1, self.vae.config.compression[0], -1, -1)
         weight = next(self.vae.parameters())
-        x = video[None].to(weight.device, weight.dtype)  # [1, 3, F, H, W]
+        x = self.vae.as_clip(video[None]).to(weight.device, weight.dtype)  # [1, 3, F, H, W]
         posterior = self.vae.encode(x)  # mean, logvar [1, 4, T', H', W']
         return torch.cat([posterior.mean, posterior.logvar], dim=1)[0].float().cpu().numpy().astype(np.float16)
 

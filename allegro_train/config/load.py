@@ -1,15 +1,17 @@
-"""Compose ``configs/`` into a validated ``TrainConfig``, for scripts, notebooks and launchers.
+"""Compose ``configs/`` into a validated config, for scripts, notebooks and launchers.
 
-Launchers take the command line through ``hydra_entry`` (a ``@hydra.main`` that validates first);
-everything else calls ``load_config(overrides)``. Both fail before any model is built, with an
-error naming the bad key.
+Two roots share the groups under ``configs/``: ``config.yaml`` (the DiT's ``TrainConfig``, the
+default) and ``train_vae.yaml`` (``VAETrainConfig``, ``config_name=VAE_CONFIG_NAME``). Launchers
+take the command line through ``hydra_entry`` (a ``@hydra.main`` that validates first); everything
+else calls ``load_config(overrides)``. Both fail before any model is built, with an error naming
+the bad key.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, cast
+from typing import Any, Callable, Optional, Sequence
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -17,12 +19,22 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from allegro_train.config.schema import ConfigError, TrainConfig, validate
+from allegro_train.config.schema import ConfigError, validate
+from allegro_train.config.vae_schema import validate_vae
 
 # configs/ sits at the repository root, beside the package, so editable installs and checkouts
 # find it; a wheel does not ship it (pass config_dir then).
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIG_NAME = "config"
+VAE_CONFIG_NAME = "train_vae"
+# Each root's validation; it receives the composed DictConfig.
+VALIDATORS: dict[str, Callable[[Any], None]] = {CONFIG_NAME: validate, VAE_CONFIG_NAME: validate_vae}
+
+
+def _validator(config_name: str) -> Callable[[Any], None]:
+    if config_name not in VALIDATORS:
+        raise ConfigError(f"config_name={config_name!r}: the roots under configs/ are {sorted(VALIDATORS)}")
+    return VALIDATORS[config_name]
 
 
 def config_dir(path: Optional[str | Path] = None) -> Path:
@@ -48,16 +60,24 @@ def _error_chain(err: BaseException) -> str:
     return "\n".join(messages)
 
 
-def load_config(overrides: Sequence[str] = (), config_dir_path: Optional[str | Path] = None) -> TrainConfig:
-    """Compose ``config.yaml`` with Hydra-syntax ``overrides`` (``["+stage=720p", "optim.lr=2e-5"]``).
+def load_config(overrides: Sequence[str] = (), config_dir_path: Optional[str | Path] = None,
+                config_name: str = CONFIG_NAME) -> Any:
+    """Compose ``<config_name>.yaml`` with Hydra-syntax ``overrides`` (``["+stage=720p", "optim.lr=2e-5"]``).
 
-    Returns a struct-mode DictConfig typed as ``TrainConfig``: unknown keys and ill-typed values
-    raise on assignment too. Raises ``ConfigError`` naming the key for any bad key, type, enum
-    value or failed ``validate`` check.
+    Returns a struct-mode DictConfig typed as the root's schema (``TrainConfig``, or
+    ``VAETrainConfig`` for ``config_name="train_vae"``): unknown keys and ill-typed values raise on
+    assignment too. Raises ``ConfigError`` naming the key for any bad key, type, enum value or
+    failed validation check.
     """
-    cfg = compose_config(config_dir(config_dir_path), CONFIG_NAME, overrides, ConfigError)
-    validate(cast(TrainConfig, cfg))
-    return cast(TrainConfig, cfg)
+    check = _validator(config_name)
+    cfg = compose_config(config_dir(config_dir_path), config_name, overrides, ConfigError)
+    check(cfg)
+    return cfg
+
+
+def load_vae_config(overrides: Sequence[str] = (), config_dir_path: Optional[str | Path] = None) -> Any:
+    """``load_config`` of the VAE trainer's root: ``load_vae_config(["+stage=vae_pretrain", ...])``."""
+    return load_config(overrides, config_dir_path, VAE_CONFIG_NAME)
 
 
 def compose_config(directory: str | Path, name: str, overrides: Sequence[str], error: type[Exception]) -> DictConfig:
@@ -71,22 +91,26 @@ def compose_config(directory: str | Path, name: str, overrides: Sequence[str], e
         raise error(_error_chain(err)) from err
 
 
-def hydra_entry(task_fn: Callable[[TrainConfig], Any]) -> Callable[[], Any]:
+def hydra_entry(task_fn: Optional[Callable[[Any], Any]] = None, *, config_name: str = CONFIG_NAME) -> Any:
     """Turn ``task_fn(cfg)`` into a launcher ``main()`` that reads the command line with Hydra.
 
-        @hydra_entry
+        @hydra_entry                                  # or @hydra_entry(config_name="train_vae")
         def main(cfg: TrainConfig) -> None: ...
 
         if __name__ == "__main__":
             main()
 
-    Equivalent to ``@hydra.main(config_path=<configs>, config_name="config", version_base="1.3")``
-    with ``validate(cfg)`` as the first statement, so a bad config exits non-zero at start-up.
+    Equivalent to ``@hydra.main(config_path=<configs>, config_name=config_name, version_base="1.3")``
+    with the root's validation as the first statement, so a bad config exits non-zero at start-up.
     """
+    check = _validator(config_name)
 
-    @functools.wraps(task_fn)
-    def validated(cfg: DictConfig) -> Any:
-        validate(cast(TrainConfig, cfg))
-        return task_fn(cast(TrainConfig, cfg))
+    def wrap(fn: Callable[[Any], Any]) -> Callable[[], Any]:
+        @functools.wraps(fn)
+        def validated(cfg: DictConfig) -> Any:
+            check(cfg)
+            return fn(cfg)
 
-    return hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")(validated)
+        return hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(validated)
+
+    return wrap(task_fn) if task_fn is not None else wrap

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum
-from typing import Any, Optional, get_args, get_type_hints
+from typing import Any, Callable, Optional, get_args, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -311,31 +311,39 @@ def _unknown_keys(node: Any, schema: type, prefix: str) -> list[str]:
     return unknown
 
 
-# Single-field bounds: (keys, test, what the test demands).
-_BOUNDS: Bounds = [
+TWO_BETAS = (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)")
+
+# Single-field bounds (allegro_train/config/bounds.py tables) of the groups every trainer shares
+# (run, train, data, optim, parallel, checkpoint, logging); the DiT's own follow, the VAE's are in
+# vae_schema.py.
+COMMON_BOUNDS: Bounds = [
     (("train.max_steps", "data.batch_size", "data.text_len", "data.vae_temporal_compression",
-      "data.vae_spatial_compression", "diffusion.num_train_timesteps", "optim.grad_accum_steps",
-      "parallel.sequence_parallel", "train.max_nonfinite_in_row", "checkpoint.every_steps",
-      "checkpoint.keep_last", "logging.every_steps", "validation.steps", "validation.fps"),
+      "data.vae_spatial_compression", "optim.grad_accum_steps", "parallel.sequence_parallel",
+      "train.max_nonfinite_in_row", "checkpoint.every_steps", "checkpoint.keep_last", "logging.every_steps"),
      lambda v: v >= 1, "must be >= 1"),
     (("data.shuffle_buffer", "data.frame_stride"), lambda v: v >= 1, "must be >= 1"),
     (("data.epochs",), lambda v: v is None or v >= 1, "must be >= 1, or null for an endless loader"),
     (("data.target_fps", "data.latent_scaling_factor"), lambda v: v is None or v > 0, "must be > 0"),
     (("data.max_upscale",), lambda v: v >= 1, "must be >= 1 (1: never enlarge a sample)"),
     (("data.image_fraction",), lambda v: v is None or 0 <= v <= 1, "is a share of batches, must be in [0, 1]"),
-    (("data.num_workers", "data.shard_retries", "diffusion.offset_noise", "optim.weight_decay", "optim.warmup_steps",
-      "ti2v.i2v", "ti2v.interpolation", "ti2v.v2v"),
+    (("data.num_workers", "data.shard_retries", "optim.weight_decay", "optim.warmup_steps"),
      lambda v: v >= 0, "must be >= 0"),
+    (("optim.lr", "optim.eps", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
+    (("optim.grad_clip",), lambda v: v is None or v > 0, "must be > 0 (or null: off / the default)"),
+    (("optim.ema_decay",), lambda v: v is None or 0 < v < 1, "must be in (0, 1), or null for no EMA"),
+    (("optim.betas",), *TWO_BETAS),
+    (("parallel.zero_stage",), lambda v: v in (0, 1, 2, 3), "must be 0, 1, 2 or 3"),
+]
+_DIT_BOUNDS: Bounds = [
+    (("diffusion.num_train_timesteps", "validation.steps", "validation.fps"), lambda v: v >= 1, "must be >= 1"),
+    (("diffusion.offset_noise", "ti2v.i2v", "ti2v.interpolation", "ti2v.v2v"), lambda v: v >= 0, "must be >= 0"),
     (("ti2v.v2v_frames",), lambda v: v is None or v >= 1, "must be >= 1, or null for the released uniform draw"),
-    (("optim.lr", "optim.eps", "diffusion.flow_logit_std", "train.device_peak_tflops"), lambda v: v > 0, "must be > 0"),
+    (("diffusion.flow_logit_std",), lambda v: v > 0, "must be > 0"),
     (("model.interpolation_scale_t", "model.interpolation_scale_h", "model.interpolation_scale_w",
-      "diffusion.min_snr_gamma", "diffusion.flow_shift", "optim.grad_clip", "validation.every_steps"),
+      "diffusion.min_snr_gamma", "diffusion.flow_shift", "validation.every_steps"),
      lambda v: v is None or v > 0, "must be > 0 (or null: off / the default)"),
     (("diffusion.caption_dropout",), lambda v: 0 <= v <= 1, "is a probability, must be in [0, 1]"),
     (("diffusion.beta_start",), lambda v: 0 < v < 1, "must be in (0, 1)"),
-    (("optim.ema_decay",), lambda v: v is None or 0 < v < 1, "must be in (0, 1), or null for no EMA"),
-    (("optim.betas",), lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "must be two numbers in [0, 1)"),
-    (("parallel.zero_stage",), lambda v: v in (0, 1, 2, 3), "must be 0, 1, 2 or 3"),
 ]
 
 
@@ -346,29 +354,87 @@ def _latent_positions(bucket: BucketConfig, data: DataConfig) -> int:
     return t * h * w
 
 
+class Problems:
+    """Collects ``key=value: why`` lines; ``raise_if_any`` raises them all as one ``ConfigError``."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.bad_keys: set[str] = set()
+
+    def check(self, ok: bool, key: str, value: Any, why: str) -> None:
+        if not ok:
+            self.bad_keys.add(key)
+            self.lines.append(f"{key}={_show(value)}: {why}")
+
+    def bounds(self, cfg: Any, bounds: Bounds) -> None:
+        for key, value, why in bound_failures(cfg, bounds):
+            self.check(False, key, value, why)
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(self.lines))
+
+
+def check_structure(cfg: Any, schema: type, source: str) -> None:
+    """Keys the schema lacks (Hydra's ``+key=value`` opens the struct flag, so added keys reach here)
+    and values still ``???``; a no-op on a plain dataclass instance."""
+    if not isinstance(cfg, DictConfig):
+        return
+    unknown = _unknown_keys(cfg, schema, "")
+    if unknown:
+        raise ConfigError(f"keys not in the schema ({source}): {', '.join(unknown)}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"config values required but not set (???): {', '.join(missing)}")
+
+
+def check_buckets(data: DataConfig, problems: Problems, spatial: int, spatial_why: str) -> None:
+    """Bucket sizes the VAE can code (frames 1 or whole latent frames; sides multiples of ``spatial``),
+    the token budget and the image / video mix."""
+    check = problems.check
+    check(bool(data.buckets), "data.buckets", data.buckets, "needs at least one bucket")
+    t_comp = max(data.vae_temporal_compression, 1)
+    for i, bucket in enumerate(data.buckets):
+        key = f"data.buckets[{i}]"
+        check(bucket.frames == 1 or (bucket.frames > 0 and bucket.frames % t_comp == 0), f"{key}.frames",
+              bucket.frames, f"must be 1 (an image) or a multiple of {t_comp} (the VAE's time compression)")
+        for side in ("height", "width"):
+            size = getattr(bucket, side)
+            check(size > 0 and size % spatial == 0, f"{key}.{side}", size,
+                  f"must be a positive multiple of {spatial} ({spatial_why})")
+    if data.token_budget is not None and data.buckets:
+        positions = max(_latent_positions(b, data) for b in data.buckets)
+        check(data.token_budget >= positions, "data.token_budget", data.token_budget,
+              f"must hold one sample of the largest bucket ({positions} latent positions)")
+    if data.image_fraction is not None:
+        kinds = {b.frames == 1 for b in data.buckets}
+        check(kinds == {True, False}, "data.image_fraction", data.image_fraction,
+              "mixes image and video batches, so data.buckets needs both (frames 1 and frames > 1)")
+
+
+def check_loop_and_parallel(cfg: Any, problems: Problems) -> None:
+    """Watchdog times and offload options against the ZeRO stage."""
+    check, loop, parallel = problems.check, cfg.train, cfg.parallel
+    check(loop.watchdog_seconds is None or loop.watchdog_seconds > 0, "train.watchdog_seconds",
+          loop.watchdog_seconds, "must be > 0, or null to turn the watchdog off")
+    check(loop.watchdog_first_grace >= 0, "train.watchdog_first_grace", loop.watchdog_first_grace, "must be >= 0")
+    check(not parallel.offload_params or parallel.zero_stage == 3, "parallel.offload_params",
+          parallel.offload_params, "needs parallel.zero_stage=3 (only ZeRO-3 partitions parameters)")
+    check(not parallel.offload_optimizer or parallel.zero_stage >= 1, "parallel.offload_optimizer",
+          parallel.offload_optimizer, "needs parallel.zero_stage >= 1")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ``ConfigError`` listing every key that type-checks but cannot train.
 
     Accepts the composed DictConfig or a plain ``TrainConfig``. Builds no model: the DiT's head
     count and patch size come from the registry's ``DiTConfig``.
     """
-    if isinstance(cfg, DictConfig):
-        unknown = _unknown_keys(cfg, TrainConfig, "")
-        if unknown:  # Hydra's `+key=value` opens the struct flag, so added keys reach us here
-            raise ConfigError(f"keys not in the schema (allegro_train/config/schema.py): {', '.join(unknown)}")
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise ConfigError(f"config values required but not set (???): {', '.join(missing)}")
-    problems: list[str] = []
-
-    def check(ok: bool, key: str, value: Any, why: str) -> None:
-        if not ok:
-            problems.append(f"{key}={_show(value)}: {why}")
-
-    bad_keys: set[str] = set()
-    for key, value, why in bound_failures(cfg, _BOUNDS):
-        bad_keys.add(key)
-        check(False, key, value, why)
+    check_structure(cfg, TrainConfig, "allegro_train/config/schema.py")
+    problems = Problems()
+    problems.bounds(cfg, COMMON_BOUNDS)
+    problems.bounds(cfg, _DIT_BOUNDS)
+    check, bad_keys = problems.check, problems.bad_keys
 
     model, data, parallel = cfg.model, cfg.data, cfg.parallel
     check(model.name in DIT_CONFIGS, "model.name", model.name, f"not a DiT size; known sizes: {sorted(DIT_CONFIGS)}")
@@ -386,49 +452,21 @@ def validate(cfg: TrainConfig) -> None:
           or cfg.diffusion.caption_dropout == 0,
           "data.null_caption", data.null_caption,
           "caption dropout needs the empty caption's T5 states (.npy) written beside the precomputed shards")
-    check(bool(data.buckets), "data.buckets", data.buckets, "needs at least one bucket")
-    t_comp = max(data.vae_temporal_compression, 1)
     # A token is a patch of a latent, so pixel sizes must divide into whole patches.
     spatial = max(data.vae_spatial_compression, 1) * (dit.patch_size if dit else 1)
-    for i, bucket in enumerate(data.buckets):
-        key = f"data.buckets[{i}]"
-        check(bucket.frames == 1 or (bucket.frames > 0 and bucket.frames % t_comp == 0), f"{key}.frames",
-              bucket.frames, f"must be 1 (an image) or a multiple of {t_comp} (the VAE's time compression)")
-        for side in ("height", "width"):
-            size = getattr(bucket, side)
-            check(size > 0 and size % spatial == 0, f"{key}.{side}", size,
-                  f"must be a positive multiple of {spatial} (VAE compression x DiT patch)")
-
-    if data.token_budget is not None and data.buckets:
-        positions = max(_latent_positions(b, data) for b in data.buckets)
-        check(data.token_budget >= positions, "data.token_budget", data.token_budget,
-              f"must hold one sample of the largest bucket ({positions} latent positions)")
-    if data.image_fraction is not None:
-        kinds = {b.frames == 1 for b in data.buckets}
-        check(kinds == {True, False}, "data.image_fraction", data.image_fraction,
-              "mixes image and video batches, so data.buckets needs both (frames 1 and frames > 1)")
-
-    loop = cfg.train
-    check(loop.watchdog_seconds is None or loop.watchdog_seconds > 0, "train.watchdog_seconds",
-          loop.watchdog_seconds, "must be > 0, or null to turn the watchdog off")
-    check(loop.watchdog_first_grace >= 0, "train.watchdog_first_grace", loop.watchdog_first_grace, "must be >= 0")
+    check_buckets(data, problems, spatial, "VAE compression x DiT patch")
+    check_loop_and_parallel(cfg, problems)
 
     beta_start, beta_end = cfg.diffusion.beta_start, cfg.diffusion.beta_end
     check(beta_start < beta_end < 1, "diffusion.beta_end", beta_end, f"must be in (beta_start={beta_start}, 1)")
 
-    check(not parallel.offload_params or parallel.zero_stage == 3, "parallel.offload_params",
-          parallel.offload_params, "needs parallel.zero_stage=3 (only ZeRO-3 partitions parameters)")
-    check(not parallel.offload_optimizer or parallel.zero_stage >= 1, "parallel.offload_optimizer",
-          parallel.offload_optimizer, "needs parallel.zero_stage >= 1")
     if dit is not None and parallel.sequence_parallel >= 1:
         check(dit.num_attention_heads % parallel.sequence_parallel == 0, "parallel.sequence_parallel",
               parallel.sequence_parallel,
               f"must divide the {dit.num_attention_heads} attention heads of {model.name} (Ulysses splits heads)")
 
     _check_ti2v(cfg, dit, check)
-
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    problems.raise_if_any()
 
 
 def _check_ti2v(cfg: TrainConfig, dit: Optional[DiTConfig], check: Callable[[bool, str, Any, str], None]) -> None:

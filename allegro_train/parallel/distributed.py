@@ -92,3 +92,13 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average a replicated module's gradients over ranks (a small model trained outside DeepSpeed)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad.div_(dist.get_world_size())

@@ -4,6 +4,8 @@
       deepspeed/            model, optimizer and LR-schedule states (DeepSpeed, sharded by ZeRO)
       rank_00000.pt ...     each rank's data-loader position and RNG states
       ema.pt | ema_rank_*   EMA weights (one file under ZeRO 0-2, a partition per rank under ZeRO-3)
+      replicated.pt         state every rank holds alike, outside DeepSpeed (the VAE's discriminator
+                            and its optimizer), written once by rank 0
       trainer.json          step, world size, ZeRO stage: written last
 
 Everything is written into ``.step_N.tmp/`` and renamed by rank 0 once every rank has finished, so
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 # Fault injection for tests: SIGKILL this process mid-write of the checkpoint at this step.
 CRASH_ENV = "ALLEGRO_TRAIN_KILL_DURING_CHECKPOINT"
+REPLICATED_NAME = "replicated.pt"
 
 
 def _maybe_inject_crash(step: int) -> None:
@@ -54,7 +57,8 @@ class CheckpointManager:
         complete = self.complete()
         return complete[-1] if complete else None
 
-    def save(self, step: int, engine, rank_state: dict[str, Any], ema, meta: dict[str, Any]) -> Path:
+    def save(self, step: int, engine, rank_state: dict[str, Any], ema, meta: dict[str, Any],
+             replicated: dict[str, Any] | None = None) -> Path:
         """Collective: every rank calls it. Returns the final folder."""
         final = self.root / f"step_{step:09d}"
         tmp = self.root / f".step_{step:09d}.tmp"
@@ -67,6 +71,8 @@ class CheckpointManager:
         if ema is not None and (ema.zero3 or self.dist.is_main):
             name = f"ema_rank_{self.dist.rank:05d}.pt" if ema.zero3 else "ema.pt"
             torch.save(ema.state_dict(), tmp / name)
+        if replicated is not None and self.dist.is_main:
+            torch.save(replicated, tmp / REPLICATED_NAME)
         _maybe_inject_crash(step)
         barrier()
         if self.dist.is_main:
@@ -95,6 +101,14 @@ class CheckpointManager:
         if not rank_file.is_file():  # more ranks than the checkpoint had: start from rank 0's position
             rank_file = folder / "rank_00000.pt"
         return meta, torch.load(rank_file, weights_only=True)
+
+    def load_replicated(self, folder: Path) -> dict[str, Any]:
+        """The state rank 0 saved for every rank (``save(..., replicated=...)``)."""
+        path = folder / REPLICATED_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: this run keeps state outside DeepSpeed (e.g. a discriminator) "
+                                    "but the checkpoint has none; it was written by a run without it")
+        return torch.load(path, weights_only=True)
 
     def _prune(self) -> None:
         for stale in self.root.glob(".step_*.tmp"):

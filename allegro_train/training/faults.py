@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -100,6 +101,19 @@ class NonfiniteGuard:
         bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0], dtype=torch.float64)
         return float(all_reduce_sum(bad)[0]) == 0.0
 
+    def micro_batch_ok(self, loss: torch.Tensor, micro: int, step: int) -> bool:
+        """Collective: False when the step after ``step`` must be skipped (a non-finite loss on any rank in
+        its first micro-batch). In a later micro-batch it raises: the earlier micro-batches' gradients
+        are already accumulated inside DeepSpeed, so the step can no longer be skipped."""
+        if self.all_finite(loss):
+            return True
+        if micro > 0:
+            raise NonfiniteLossError(
+                f"non-finite loss in micro-batch {micro} of the step after {step}: the gradients of the "
+                "earlier micro-batches are already accumulated inside DeepSpeed, so the step cannot be "
+                "skipped (optim.grad_accum_steps > 1); the newest complete checkpoint is intact")
+        return False
+
     def record_skip(self, step: int) -> None:
         self.skipped += 1
         self.in_row += 1
@@ -136,6 +150,47 @@ class Preemption:
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
+
+
+class FaultHandlers:
+    """The trainers' view of the preemption flag and the optional watchdog (``train.*``), consulted
+    once per step. ``close()`` stops the watchdog and restores the SIGTERM handler."""
+
+    def __init__(self, train_cfg, dump_path: Path):
+        self.preemption = Preemption()
+        self.watchdog = None
+        if train_cfg.watchdog_seconds is not None:  # started now: the first deadline covers the build too
+            self.watchdog = Watchdog(train_cfg.watchdog_seconds, dump_path, train_cfg.watchdog_first_grace)
+
+    def beat(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.beat()
+
+    def after_step(self, save: Callable[[], None], checkpoint_due: bool) -> bool:
+        """Collective, after a completed step: checkpoint when due or on SIGTERM; True means stop now."""
+        preempted = self.preemption.requested()
+        if preempted or checkpoint_due:
+            save()
+        self.beat()
+        return preempted
+
+    def after_skip(self, save: Callable[[], None]) -> bool:
+        """Collective, after a skipped step: a SIGTERM still checkpoints (the state before the skip)."""
+        self.beat()
+        if self.preemption.requested():
+            save()
+            return True
+        return False
+
+    def stop_watchdog(self) -> None:
+        """Before work that only rank 0 does (the export) while the others wait."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+
+    def close(self) -> None:
+        self.stop_watchdog()
+        self.preemption.restore()
 
 
 def maybe_inject_faults(loss: torch.Tensor, rank: int, attempt: int) -> torch.Tensor:

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,20 +30,20 @@ from allegro_train.config.schema import dit_config_for
 from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, AllegroTI2VDiT, dit_train_flops, ti2v_from_t2v, transformer_class
-from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier
 from allegro_train.parallel.groups import SequenceGroups, build_sequence_groups, check_resume_layout
 from allegro_train.parallel.ulysses import apply_sequence_parallel
-from allegro_train.parallel.zero import deepspeed_config
-from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.conditioning import build_conditioner, with_condition
 from allegro_train.training.ema import EMA, full_module_state_dict
-from allegro_train.training.faults import (NonfiniteGuard, NonfiniteLossError, Preemption, Watchdog,
-                                           maybe_inject_faults)
+from allegro_train.training.faults import FaultHandlers, maybe_inject_faults
 from allegro_train.training.inputs import OnlineInputs, PrecomputedInputs
 from allegro_train.training.lora import apply_lora, merged_state_dict, save_adapters
-from allegro_train.training.metrics import MetricsLogger, StepStats
+from allegro_train.training.metrics import StepStats
+from allegro_train.training.run import (build_engine, build_logger, checkpoint_due, compute_dtype, export_folder,
+                                        loader_counts, logging_due, max_memory_gb, prepare_run_dir, run_guarded,
+                                        summarize, unclipped_grad_norm)
+from allegro_train.training.state import RunState, resume_point
 from allegro_train.training.validation import Validator
-from allegro_train.training.optim import lr_multiplier, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -145,61 +142,18 @@ def export_transformer(state: dict[str, torch.Tensor], config, folder: Path,
     with torch.device("meta"):
         model = model_cls(config)
     model.load_state_dict(state, assign=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def unclipped_grad_norm(module: torch.nn.Module) -> float:
-    """Global L2 norm of the (already all-reduced) gradients of a replicated model."""
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-
-def loader_counts(loader) -> dict[str, float]:
-    """This rank's samples per bucket and rejects per reason so far (rank 0's are what gets logged)."""
-    stats = loader.stats()
-    counts = {f"data/bucket/{name}": n for name, n in stats["buckets"].items()}
-    counts.update({f"data/rejected/{reason}": n for reason, n in stats["rejects"].items()})
-    counts["data/epoch"] = stats["epoch"]
-    return counts
-
-
-def max_memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # peak RSS on CPU
+    export_folder(folder, model.save_pretrained)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train to ``train.max_steps`` optimizer steps; returns a summary (losses, paths) on every rank."""
-    dist = init_distributed()
-    preemption = Preemption()
-    watchdog = None
-    if cfg.train.watchdog_seconds is not None:  # started now: the first deadline covers the build too
-        watchdog = Watchdog(cfg.train.watchdog_seconds, Path(cfg.run.dir) / f"hang_rank_{dist.rank}.txt",
-                            cfg.train.watchdog_first_grace)
-    try:
-        return _train(cfg, dist, preemption, watchdog)
-    finally:
-        if watchdog is not None:
-            watchdog.stop()
-        preemption.restore()
-        shutdown()
+    return run_guarded(cfg, _train)
 
 
-def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: Watchdog | None) -> dict[str, Any]:
-    import deepspeed
-
-    run_dir = Path(cfg.run.dir)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+def _train(cfg: TrainConfig, dist: DistInfo, faults: FaultHandlers) -> dict[str, Any]:
+    run_dir = prepare_run_dir(cfg, dist)
     sp = build_sequence_groups(cfg.parallel.sequence_parallel, dist)
-    checkpoints = CheckpointManager(run_dir / "checkpoints", cfg.checkpoint.keep_last, dist)
-    latest = checkpoints.latest() if cfg.checkpoint.resume else None
+    latest = resume_point(cfg, dist)
     if latest is not None:  # before the model is built
         check_resume_layout(latest, sp)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
@@ -209,30 +163,17 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     buckets = [(b.frames, b.height, b.width) for b in cfg.data.buckets]
     objective = build_objective(cfg.diffusion, max(tokens_of(dit, b, cfg.data)[1] for b in buckets))
     max_steps = cfg.train.max_steps
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=deepspeed_config(cfg),
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_multiplier(s, cfg.optim.warmup_steps, str(cfg.optim.lr_schedule), max_steps)))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(cfg.parallel.precision), torch.float32)
+    engine, scheduler = build_engine(model, cfg)
+    dtype = compute_dtype(cfg)
     ema = EMA(engine.module, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
     # noise, timesteps and caption dropout differ per data-parallel rank, reproducibly, and agree
     # within a sequence-parallel group
-    generator = torch.Generator().manual_seed(cfg.run.seed * 100_003 + sp.dp_rank)
+    run_state = RunState(cfg, dist, loader, engine, ema, stream_rank=sp.dp_rank,
+                         meta={"sequence_parallel": sp.size})
+    run_state.resume()
+    step, guard, generator = run_state.step, run_state.guard, run_state.generator
 
-    step = 0
-    guard = NonfiniteGuard(cfg.train.max_nonfinite_in_row)
-    if latest is not None:
-        meta, rank_state = checkpoints.load(latest, engine, ema)
-        step = meta["step"]
-        guard.skipped = rank_state.get("skipped_nonfinite", 0)  # absent in checkpoints from before the guard
-        loader.load_state_dict(rank_state["data"])
-        generator.set_state(rank_state["rng"]["generator"])
-        torch.set_rng_state(rank_state["rng"]["torch"])
-        log.info("resumed from %s (step %d, written by %d ranks)", latest, step, meta["world_size"])
-
-    logger = MetricsLogger(run_dir, dist.is_main, str(cfg.logging.wandb_mode), cfg.logging.wandb_project,
-                           cfg.logging.wandb_entity, cfg.run.name,
-                           OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), resume_step=step)
+    logger = build_logger(cfg, dist, run_dir, resume_step=step)
     validator = None
     if cfg.validation.every_steps:
         validator = Validator(cfg, dist.device, run_dir, dist.is_main,
@@ -250,10 +191,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         return engine(with_condition(noisy, condition).to(dtype), timesteps, text_states.to(dtype), text_mask)
 
     def save_checkpoint() -> None:
-        rank_state = {"data": loader.state_dict(), "skipped_nonfinite": guard.skipped,
-                      "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
-        checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage,
-                                                         "sequence_parallel": sp.size})
+        run_state.step = step
+        run_state.save()
 
     losses: list[float] = []
     engine.train()
@@ -280,12 +219,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
                 cond["condition"] = conditioner(batch, latents, inputs, generator)
             out = objective.loss(model_fn, latents, cond, generator)
             micro_loss = maybe_inject_faults(out.loss, dist.rank, step + guard.skipped + 1)
-            if not guard.all_finite(micro_loss):  # agreed by all ranks, before any of them runs backward
-                if micro > 0:
-                    raise NonfiniteLossError(
-                        f"non-finite loss in micro-batch {micro} of the step after {step}: the gradients of the "
-                        "earlier micro-batches are already accumulated inside DeepSpeed, so the step cannot be "
-                        "skipped (optim.grad_accum_steps > 1); the newest complete checkpoint is intact")
+            if not guard.micro_batch_ok(micro_loss, micro, step):  # agreed by all ranks, before any backward
                 skipped = True
                 continue
             engine.backward(micro_loss)  # DeepSpeed divides by the accumulation steps
@@ -300,10 +234,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
             stats.add(out.per_sample, t, batch["bucket"])
         if skipped:  # no update and no checkpoint of this step; raises after K in a row
             guard.record_skip(step)
-            if watchdog is not None:
-                watchdog.beat()
-            if preemption.requested():
-                save_checkpoint()
+            if faults.after_skip(save_checkpoint):
                 break
             continue
         guard.record_good()
@@ -316,7 +247,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         flops, tokens_done, samples = (totals[1:] / sp.size).tolist()  # K ranks of an SP group share a batch
         losses.append(loss)
         seconds = time.perf_counter() - start
-        if step % cfg.logging.every_steps == 0 or step == max_steps:
+        if logging_due(cfg, step):
             grad_norm = pre_step_norm if pre_step_norm is not None else engine.get_global_grad_norm()
             logger.log(step, {
                 "loss": loss, "grad_norm": float(grad_norm) if grad_norm is not None else None,
@@ -327,17 +258,11 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
                 **stats.summary(all_reduce_sum), **loader_counts(loader)})
         if validator is not None and step % cfg.validation.every_steps == 0:
             logger.log_videos(step, validator.run(engine.module, step))
-        preempted = preemption.requested()
-        if preempted or step % cfg.checkpoint.every_steps == 0 or step == max_steps:
-            save_checkpoint()
-        if watchdog is not None:
-            watchdog.beat()
-        if preempted:
+        if faults.after_step(save_checkpoint, checkpoint_due(cfg, step)):
             break
     progress.close()
     logger.close()
-    if watchdog is not None:
-        watchdog.stop()  # the export below runs on rank 0 alone while the others wait
+    faults.stop_watchdog()  # the export below runs on rank 0 alone while the others wait
     if step < max_steps:  # SIGTERM: checkpointed above; the relaunch continues from it
         log.info("SIGTERM: checkpoint of step %d written, exiting for the relaunch", step)
         return {"steps": step, "preempted": True, "losses": losses, "metrics": str(logger.path)}
@@ -355,11 +280,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
             save_adapters(state, final.parent / "lora", lora, lora_alpha(cfg.model), list(cfg.model.lora_targets))
             state = merged_state_dict(state, lora, lora_alpha(cfg.model))
         export_transformer(state, dit, final, AllegroTI2VDiT if cfg.ti2v.enabled else AllegroDiT)
-    window = max(1, len(losses) // 5)
-    summary = {"steps": step, "losses": losses, "first_loss": sum(losses[:window]) / window,
-               "last_loss": sum(losses[-window:]) / window, "transformer": str(final),
-               "metrics": str(logger.path)}
+    summary = summarize(step, losses, logger, transformer=str(final))
     if dist.is_main and losses:
-        log.info("done at step %d: mean loss %.4f (first %d steps this launch) -> %.4f (last %d); weights in %s",
-                 step, summary["first_loss"], window, summary["last_loss"], window, final)
+        log.info("done at step %d: mean loss %.4f (first fifth of this launch) -> %.4f (last fifth); weights in %s",
+                 step, summary["first_loss"], summary["last_loss"], final)
     return summary

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from allegro_train.config import ConfigError, TrainConfig, config_dir, load_config, validate
+from allegro_train.config import ConfigError, TrainConfig, config_dir, load_config, load_vae_config, validate
 from allegro_train.config.schema import AttentionBackend, Objective, Precision, dit_config_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +24,15 @@ CONFIGS = REPO / "configs"
 STAGES = sorted(p.stem for p in (CONFIGS / "stage").glob("*.yaml"))
 SHARDS = "data.shards=['/data/{000000..000009}.tar']"
 NULL = "data.null_caption=/data/null.t5.npy"  # the empty caption's T5 states, for caption dropout
+VAE_STAGES = {"vae_pretrain"}  # composed on configs/train_vae.yaml, the VAE trainer's root
+# The VAE stage freezes 2D layers and wants LPIPS weights: neither exists here, so train all, no LPIPS.
+VAE_LOCAL = ("vae.trainable=all", "loss.lpips=0")
+
+
+def load_stage(stage: str):
+    if stage in VAE_STAGES:
+        return load_vae_config([f"+stage={stage}", SHARDS, *VAE_LOCAL])
+    return load_config([f"+stage={stage}", SHARDS, NULL])
 
 
 def test_default_config_composes_validates_and_is_the_released_recipe():
@@ -46,7 +55,7 @@ def test_plain_schema_validates_without_yaml():
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_composes_and_validates(stage):
-    cfg = load_config([f"+stage={stage}", SHARDS, NULL])
+    cfg = load_stage(stage)
     assert cfg.stage.name == stage and cfg.run.dir == f"runs/{stage}"
     assert cfg.data.buckets, stage
 
@@ -61,7 +70,7 @@ def test_precomputed_shards_need_the_empty_caption_for_caption_dropout():
 def test_stage_numbers():
     assert STAGES == sorted(["vae_pretrain", "t2i_368p", "t2v_368p_40f", "t2v_720p_40f", "720p", "finetune", "demo",
                              "demo_ti2v"])
-    by_stage = {s: load_config([f"+stage={s}", SHARDS, NULL]) for s in STAGES}
+    by_stage = {s: load_stage(s) for s in STAGES}
 
     def scales(cfg):
         return (cfg.model.interpolation_scale_t, cfg.model.interpolation_scale_h, cfg.model.interpolation_scale_w)
@@ -81,7 +90,11 @@ def test_stage_numbers():
         assert cfg.optim.lr == (1e-5 if stage == "finetune" else 1e-4), stage
     demo = by_stage["demo"]
     assert demo.model.name == "allegro-debug" and demo.parallel.precision == "fp32" and (1, 64, 64) in buckets(demo)
-    assert by_stage["vae_pretrain"].data.precomputed is False
+    vae = by_stage["vae_pretrain"]
+    assert vae.data.precomputed is False and vae.vae.name == "allegro-vae" and vae.parallel.zero_stage == 2
+    assert buckets(vae) == [(24, 320, 320), (1, 320, 320)]
+    with pytest.raises(ConfigError, match="loss.lpips_path=None: loss.lpips=1.0 needs local LPIPS weights"):
+        load_vae_config(["+stage=vae_pretrain", SHARDS, "vae.trainable=all"])  # the stage's SD weights
     # The stage's RoPE scales reach the DiT config the trainer builds.
     dit = dit_config_for(by_stage["t2v_720p_40f"].model)
     assert (dit.interpolation_scale_t, dit.interpolation_scale_h, dit.num_layers) == (1.0, 2.0, 32)
@@ -209,3 +222,23 @@ def test_hydra_entry_validates_before_the_task(tmp_path):
     assert "TRAINING demo" in _run(script, "hydra.run.dir=.", "+stage=demo").stdout
     bad = _run(script, "hydra.run.dir=.", "model.name=allegro-9b")
     assert bad.returncode != 0 and "model.name" in bad.stderr and "TRAINING" not in bad.stdout
+
+
+def test_vae_root_errors_name_the_key(tmp_path):
+    base = ["+stage=vae_pretrain", SHARDS, *VAE_LOCAL]
+    cases = {
+        "parallel.zero_stage=3": "parallel.zero_stage=3: VAE training runs ZeRO 0-2",
+        "data.precomputed=true": "data.precomputed=True: VAE training reads pixels",
+        "validation.every_steps=10": "validation.shards=None: validation.every_steps needs held-out raw shards",
+        "vae.name=allegro-vae-huge": "vae.name='allegro-vae-huge': not a VAE size",
+        f"vae.image_vae={tmp_path / 'absent'}": "vae.image_vae=.*absent': no such folder",
+        "discriminator.betas=[0.5,1.5]": r"discriminator.betas=\[0.5, 1.5\]: must be two numbers in \[0, 1\)",
+        "data.buckets=[{frames: 6, height: 36, width: 64}]": "data.buckets\\[0\\].frames=6: must be 1 .* or a multiple of 4",
+        "+model.name=allegro-debug": "keys not in the schema .*vae_schema.py.*: model",
+        "parallel.sequence_parallel=2": "parallel.sequence_parallel=2: sequence parallelism .* must be 1",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load_vae_config([*base, override])
+    with pytest.raises(ConfigError, match="data.buckets\\[0\\].height=36: must be a positive multiple of 8"):
+        load_vae_config([*base, "data.buckets=[{frames: 8, height: 36, width: 64}]"])

@@ -105,6 +105,14 @@ class VideoVAE(nn.Module):
                 raise ValueError(f"video of shape {tuple(video.shape)}: {axis}={n} must be a positive multiple of "
                                  f"{factor} (the VAE compresses {axis} {factor}x); crop or pad the clip first")
 
+    def as_clip(self, video: torch.Tensor) -> torch.Tensor:
+        """An image batch [B, C, 1, H, W] as a still clip [B, C, t, H, W] of one latent frame
+        (t = the time compression, 4); clips pass unchanged. The VAE only codes whole groups of
+        t frames, so images are trained on and encoded this way."""
+        if video.shape[2] == 1:
+            return video.expand(-1, -1, self.config.temporal_compression, -1, -1)
+        return video
+
     def _encode_moments(self, video: torch.Tensor) -> torch.Tensor:
         """video [B, 3, T, H, W] -> moments [B, 2*latent, T/4, H/8, W/8], untiled."""
         h = self.encoder(video)
