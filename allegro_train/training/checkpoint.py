@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from allegro_train.config import ConfigError
 from allegro_train.parallel.distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
@@ -101,3 +102,14 @@ class CheckpointManager:
             shutil.rmtree(stale, ignore_errors=True)
         for old in self.complete()[: -self.keep_last]:
             shutil.rmtree(old)
+
+
+def check_resume_fused_qkv(folder: Path, fused_qkv: bool) -> None:
+    """Refuse to resume under another ``model.fused_qkv``, before anything is loaded: the model's
+    weights load either way (diffusers keys), but the optimizer and EMA states are per parameter
+    and fusing changes the parameters. Checkpoints from before the option were unfused."""
+    written = json.loads((folder / "trainer.json").read_text()).get("fused_qkv", False)
+    if written != fused_qkv:
+        raise ConfigError(f"model.fused_qkv={str(fused_qkv).lower()}: {folder} was written with "
+                         f"fused_qkv={str(written).lower()}; resume with the same setting (or start a new run.dir "
+                         "from its export, model.pretrained=.../final/transformer)")

@@ -33,11 +33,12 @@ from allegro_train.config.schema import dit_config_for
 from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, dit_train_flops
+from allegro_train.models.dit.attention import split_qkv_keys
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from allegro_train.parallel.groups import SequenceGroups, build_sequence_groups, check_resume_layout
 from allegro_train.parallel.ulysses import apply_sequence_parallel
 from allegro_train.parallel.zero import deepspeed_config
-from allegro_train.training.checkpoint import CheckpointManager
+from allegro_train.training.checkpoint import CheckpointManager, check_resume_fused_qkv
 from allegro_train.training.ema import EMA, full_module_state_dict
 from allegro_train.training.faults import (NonfiniteGuard, NonfiniteLossError, Preemption, Watchdog,
                                            maybe_inject_faults)
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 
 def build_dit(model_cfg, sequence_group=None) -> AllegroDiT:
     """A DiT from the registry (freshly ``init_weights()``-ed) or from released diffusers weights;
-    tokens split over ``sequence_group`` (Ulysses) when given, before compilation and LoRA."""
+    q/k/v fused if asked, tokens split over ``sequence_group`` (Ulysses) when given, then
+    checkpointing, compilation and LoRA."""
     config = dit_config_for(model_cfg)
     if model_cfg.pretrained:
         model = AllegroDiT.from_pretrained(model_cfg.pretrained, torch_dtype=torch.float32,
@@ -63,6 +65,8 @@ def build_dit(model_cfg, sequence_group=None) -> AllegroDiT:
     else:
         model = AllegroDiT(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
+    if model_cfg.fused_qkv:  # the state dict keeps diffusers' keys: checkpoints and exports are unchanged
+        model.fuse_qkv()
     if sequence_group is not None:
         apply_sequence_parallel(model, sequence_group)
     model.set_activation_checkpointing(model_cfg.activation_checkpointing)
@@ -191,6 +195,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     latest = checkpoints.latest() if cfg.checkpoint.resume else None
     if latest is not None:  # before the model is built
         check_resume_layout(latest, sp)
+        check_resume_fused_qkv(latest, cfg.model.fused_qkv)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model, sp.group)
     dit = model.config
@@ -241,7 +246,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
         rank_state = {"data": loader.state_dict(), "skipped_nonfinite": guard.skipped,
                       "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}}
         checkpoints.save(step, engine, rank_state, ema, {"zero_stage": cfg.parallel.zero_stage,
-                                                         "sequence_parallel": sp.size})
+                                                         "sequence_parallel": sp.size,
+                                                         "fused_qkv": cfg.model.fused_qkv})
 
     losses: list[float] = []
     engine.train()
@@ -331,8 +337,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, preemption: Preemption, watchdog: W
     # Export: the EMA weights when there are any (what one samples with), else the trained ones;
     # LoRA adapters merged into the base weights (and saved apart as well).
     state = full_module_state_dict(engine.module)
-    if ema is not None:
-        state.update(ema.full_state_dict())
+    if ema is not None:  # keyed by parameter name: fused q/k/v split into diffusers' keys
+        state.update(split_qkv_keys(ema.full_state_dict()))
     final = run_dir / "final" / "transformer"
     if dist.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)
