@@ -1,4 +1,5 @@
-"""Fixtures shared across test folders: a tiny T5 text encoder in the diffusers pipeline layout.
+"""Fixtures shared across test folders: a tiny T5 text encoder in the diffusers pipeline layout,
+and random weights for tiny models.
 
 transformers and sentencepiece are imported inside the fixture, so test sessions that never ask
 for it do not pay for them.
@@ -10,6 +11,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+import torch
 
 # Captions the tiny sentencepiece model is trained on; tests encode (parts of) these.
 _WORDS = (("red", "blue", "green", "small", "bright", "dark", "yellow", "purple", "orange", "white"),
@@ -31,3 +33,12 @@ def build_tiny_t5(folder: Path, seed: int = 0) -> Path:
 def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pipeline folder with ``text_encoder/`` and ``tokenizer/``; read-only for the tests."""
     return build_tiny_t5(tmp_path_factory.mktemp("tiny_t5"))
+
+
+def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random weights everywhere: zero-initialised branches (adaLN-Zero, temporal convs) would hide bugs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model

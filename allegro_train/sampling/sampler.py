@@ -174,13 +174,14 @@ class Sampler:
                 videos.append(to_uint8(video))
         return np.concatenate(videos)
 
-    def sample(self, prompts: Sequence[str], negative_prompt: str = "", num_frames: int = 88, height: int = 720,
-               width: int = 1280, steps: int = 100, guidance: float = 7.5, seed: int = 0,
-               clean_caption: bool = True, eta: float = 0.0) -> np.ndarray:
-        """Prompts (one batch) -> uint8 frames [N, num_frames, height, width, 3].
+    def sample_latents(self, prompts: Sequence[str], negative_prompt: str = "", num_frames: int = 88,
+                       height: int = 720, width: int = 1280, steps: int = 100, guidance: float = 7.5, seed: int = 0,
+                       clean_caption: bool = True, eta: float = 0.0) -> torch.Tensor:
+        """Prompts (one batch) -> clean scaled latents [N, C, num_frames/4, height/8, width/8], undecoded.
 
         ``seed`` seeds a CPU generator, as the reference's examples do, so a seed gives the same
-        video on any device. ``guidance <= 1`` turns classifier-free guidance off.
+        video on any device (and the same noise on every rank of a sequence-parallel group).
+        ``guidance <= 1`` turns classifier-free guidance off.
         """
         prompts = check_prompts(prompts)
         if steps < 1:
@@ -188,5 +189,9 @@ class Sampler:
         grid = latent_grid(num_frames, height, width, self.vae.config.compression, self.transformer.config.patch_size)
         generator = torch.Generator("cpu").manual_seed(seed)
         states, mask = self.encode_prompts(prompts, negative_prompt, guidance, clean_caption)
-        latents = self.denoise(states, mask, grid, steps, guidance, generator, eta)
-        return self.decode(latents)
+        return self.denoise(states, mask, grid, steps, guidance, generator, eta)
+
+    def sample(self, prompts: Sequence[str], *args, **kwargs) -> np.ndarray:
+        """Prompts (one batch) -> uint8 frames [N, num_frames, height, width, 3]; the other arguments
+        as ``sample_latents``."""
+        return self.decode(self.sample_latents(prompts, *args, **kwargs))

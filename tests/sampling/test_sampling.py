@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import perturbed
 
 from allegro_train.models.dit import AllegroDiT, dit_config
 from allegro_train.models.vae import VideoVAE, vae_config
@@ -32,22 +33,13 @@ SIZE = dict(num_frames=8, height=32, width=32)
 PROMPT, NEGATIVE, SEED, STEPS, GUIDANCE = "A red cat runs across the field.", "a dark square", 3, 3, 4.0
 
 
-def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights everywhere: zero-initialised branches (adaLN-Zero, temporal convs) would hide bugs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_t5: Path) -> Path:
     """A training run's layout: final/transformer/ + config.yaml naming the frozen VAE and T5."""
     root = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    _perturbed(AllegroDiT(dit_config("allegro-debug")), 1).save_pretrained(root / "final" / "transformer")
-    _perturbed(VideoVAE(vae_config("allegro-vae-debug")), 2).save_pretrained(root / "frozen_vae")
+    perturbed(AllegroDiT(dit_config("allegro-debug")), 1).save_pretrained(root / "final" / "transformer")
+    perturbed(VideoVAE(vae_config("allegro-vae-debug")), 2).save_pretrained(root / "frozen_vae")
     (root / "config.yaml").write_text(
         f"model:\n  vae_pretrained: {root / 'frozen_vae'}\n  text_encoder_pretrained: {tiny_t5}\n")
     return root
