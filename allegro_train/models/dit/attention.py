@@ -113,6 +113,7 @@ class Attention(nn.Module):
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
+        self.cross = context_dim is not None  # keys and values read the context (text), not x
         self.to_q = nn.Linear(dim, inner, bias=bias)
         self.to_k = nn.Linear(context_dim or dim, inner, bias=bias)
         self.to_v = nn.Linear(context_dim or dim, inner, bias=bias)
@@ -134,9 +135,9 @@ class Attention(nn.Module):
         """
         if self.fused:
             return
+        if self.cross:
+            raise ValueError("fuse_qkv: cross-attention's q reads the video and k, v the text; only self-attention fuses")
         q, k, v = (getattr(self, name) for name in QKV)
-        if not (q.in_features == k.in_features == v.in_features):
-            raise ValueError("fuse_qkv: q, k and v read different inputs (cross-attention); only self-attention fuses")
         weight = q.weight
         # built on meta and filled by copies: no default init, so no random draws are consumed
         fused = nn.Linear(q.in_features, 3 * q.out_features, bias=q.bias is not None, device="meta",
