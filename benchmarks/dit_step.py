@@ -6,6 +6,9 @@ One implementation per process (so peak memory is its own), e.g.
     python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing all
     # CPU: ours vs diffusers side by side at a small config, alternating runs, as a ratio
     python benchmarks/dit_step.py --compare-diffusers --repeats 3
+    # selective checkpointing, fused q/k/v, cuDNN attention, compiled: the candidates of issue 12
+    python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing selective \
+        --fused-qkv --sdpa-kernel cudnn --compile
     # Ulysses SP: one rank's share of a K-way group on one GPU (memory and compute, no all-to-all) ...
     python benchmarks/dit_step.py --size allegro-2.8b --device cuda --dtype bf16 --checkpointing none --emulate-sp 8
     # ... or the real thing on K GPUs (NCCL; gloo on CPUs)
@@ -19,6 +22,7 @@ Results go to docs/benchmarks.md with date, machine and command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -54,9 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--impl", default="ours", choices=["ours", "diffusers"])
     p.add_argument("--backend", default="sdpa", help="sdpa, flash (flash-attn), auto")
-    p.add_argument("--sdpa-kernel", default=None, choices=sorted(SDPA_KERNELS), help="pin SDPA's kernel")
-    p.add_argument("--checkpointing", default="none", help="none, all, every_<k>")
+    p.add_argument("--sdpa-kernel", default=None, choices=sorted(SDPA_KERNELS),
+                   help="SDPA's kernel first; the masked cross-attention falls back to 'efficient' where the "
+                        "kernel takes no mask (flash)")
+    p.add_argument("--checkpointing", default="none", help="none, all, every_<k>, selective")
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--fused-qkv", action="store_true", help="one q/k/v Linear per self-attention")
+    p.add_argument("--layers", type=int, default=None, help="blocks (default: the size's); per-block comparisons")
     p.add_argument("--optimizer", action="store_true", help="include an AdamW step")
     p.add_argument("--sequence-parallel", type=int, default=1, help="Ulysses degree; run under torchrun")
     p.add_argument("--emulate-sp", type=int, default=1, help="one rank's share of a K-way SP group, one device")
@@ -75,16 +83,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_config(args):
+    overrides = {} if args.layers is None else {"num_layers": args.layers}
     if args.size == "small":
-        return dit_config("allegro-debug", **SMALL)
-    return dit_config(args.size)
+        return dit_config("allegro-debug", **{**SMALL, **overrides})
+    return dit_config(args.size, **overrides)
 
 
 def build_model(args, config, device, dtype):
     """Both implementations get the same weights: ours built from the seed, copied into diffusers."""
     torch.manual_seed(0)
-    ours = AllegroDiT(config, attention_backend=args.backend)
+    with torch.device(device if args.impl == "ours" else "cpu"):  # a 2.8B init on the GPU takes seconds
+        ours = AllegroDiT(config, attention_backend=args.backend)
     if args.impl == "ours":
+        if args.fused_qkv:
+            ours.fuse_qkv()
         ours.set_activation_checkpointing(args.checkpointing)
         if args.compile:
             ours.compile_blocks()
@@ -123,8 +135,9 @@ def make_step(args, model, config, device, dtype):
             return model(latents, text, timestep, encoder_attention_mask=mask,
                          image_rotary_emb=(tuple(freqs), tuple(pos))).sample
 
-    def step():
+    def step(after_forward=lambda: None):
         loss = forward().float().square().mean()
+        after_forward()
         loss.backward()
         if optimizer is not None:
             optimizer.step()
@@ -170,14 +183,12 @@ def run_one(args) -> dict:
     sp = apply_sp(args, model)
     step = make_step(args, model, config, device, dtype)
 
-    kernel_ctx = torch.nn.attention.sdpa_kernel(getattr(torch.nn.attention.SDPBackend, SDPA_KERNELS[args.sdpa_kernel])) \
-        if args.sdpa_kernel else _nullcontext()
-    with kernel_ctx:
+    with sdpa_kernels(args.sdpa_kernel):
         # CPU peak memory comes from the first step: afterwards the allocator keeps freed
         # activations resident, so the process's RSS no longer shows what a step needs.
         rss_before = rss_bytes()
         with SavedActivations(model) as saved:
-            step()
+            step(after_forward=saved.count_checkpoint_caches)  # "selective" keeps its tensors in torch's cache
         for _ in range(args.warmup - 1):
             step()
         sync(device)
@@ -202,7 +213,8 @@ def run_one(args) -> dict:
         "sequence_parallel": sp, "emulated": args.emulate_sp > 1,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": args.dtype, "backend": args.backend, "sdpa_kernel": args.sdpa_kernel, "compile": args.compile,
-        "checkpointing": args.checkpointing, "optimizer": args.optimizer,
+        "checkpointing": args.checkpointing, "fused_qkv": args.fused_qkv, "layers": config.num_layers,
+        "optimizer": args.optimizer,
         # per SP group (tokens) and per device (TFLOP/s: the group's FLOPs over its K devices)
         "s_per_step": seconds, "tokens_per_s": tokens / seconds, "tflops": flops / sp / seconds / 1e12,
         "saved_activations_mib": saved.bytes / 2**20,
@@ -220,12 +232,15 @@ def run_one(args) -> dict:
     return result
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def sdpa_kernels(name: str | None):
+    """Pin SDPA to ``name``'s kernel; "efficient" next, for the masked cross-attention flash cannot run."""
+    if name is None:
+        return contextlib.nullcontext()
+    backend = torch.nn.attention.SDPBackend
+    chosen = [getattr(backend, SDPA_KERNELS[name])]
+    if name != "efficient":
+        chosen.append(backend.EFFICIENT_ATTENTION)
+    return torch.nn.attention.sdpa_kernel(chosen, set_priority=True)
 
 
 def compare(args) -> None:

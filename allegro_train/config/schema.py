@@ -102,8 +102,12 @@ class ModelConfig:
     name: str = "allegro-debug"  # a key of allegro_train.models.dit.DIT_CONFIGS
     pretrained: Optional[str] = None  # a diffusers ``transformer/`` folder to start from
     attention_backend: AttentionBackend = AttentionBackend.sdpa
-    activation_checkpointing: str = "none"  # "none" | "all" | "every_<k>"
+    # "none" | "all" | "every_<k>" | "selective" (every block, keeping its attention outputs)
+    activation_checkpointing: str = "none"
     compile: bool = False  # torch.compile each block (whole-graph; worth it on GPUs)
+    # One q/k/v Linear per self-attention (checkpoints and exports keep diffusers' to_q/to_k/to_v keys).
+    # Off until a GPU measurement shows it faster (docs/benchmarks.md); not with LoRA.
+    fused_qkv: bool = False
     # RoPE positions are divided by these; None keeps the registry's value. Each stage sets its own
     # (2.2/2.0/2.0 for 88x720p, 1.0/2.0/2.0 for 40x720p, 1.0/1.0/1.0 at 368p).
     interpolation_scale_t: Optional[float] = None
@@ -444,7 +448,11 @@ def validate(cfg: TrainConfig) -> None:
         parse_checkpointing(model.activation_checkpointing)
     except ValueError:
         check(False, "model.activation_checkpointing", model.activation_checkpointing,
-              "use 'none', 'all' or 'every_<k>' (k >= 1)")
+              "use 'none', 'all', 'selective' or 'every_<k>' (k >= 1)")
+    qkv_targets = sorted(set(model.lora_targets) & {"to_q", "to_k", "to_v"}) if model.lora_rank else []
+    check(not (model.fused_qkv and qkv_targets), "model.fused_qkv", model.fused_qkv,
+          f"LoRA targets {qkv_targets} are the Linears fusing removes from self-attention; "
+          "drop model.fused_qkv or those targets")
 
     check(data.shards is not None, "data.shards", data.shards,
           "data=shards needs the shard paths, e.g. data.shards=\"['/data/train/{000000..000099}.tar']\"")

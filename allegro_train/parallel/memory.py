@@ -19,8 +19,10 @@ width D and H heads (tests/parallel/test_memory.py checks it against torch's sav
                                           = 8D + 21 D act + 8H + 16 bytes   (+ D act under SP)
 
 plus per sample and block the cross-attention keys and values (2 L D act), the six modulation
-vectors with the two (1 + scale) (8 D act) and the text mask's bias (L act). A checkpointed block keeps only its input (D act per
-token); backward recomputes one block at a time, so its full activations are added once.
+vectors with the two (1 + scale) (8 D act) and the text mask's bias (L act). A checkpointed block
+keeps only its input (D act per token), and under "selective" also its two attention kernels'
+outputs and logsumexps (2 D act + 8H); backward recomputes one block at a time, so its full
+activations are added once.
 Outside the blocks: the final LayerNorm (4D + 8) and two D-wide inputs (2 D act) per local token,
 the fp32 RoPE tables (8 head_dim per local position: cos + sin), the patch embedding's input
 (C p^2 act) per token of the whole sequence (each rank of an SP group embeds all of it); per sample
@@ -33,6 +35,7 @@ all-to-all hands attention [N, H/K, d], the same bytes as [N/K, H, d].
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -102,18 +105,27 @@ def rope_bytes(config: DiTConfig, tokens: int) -> int:
     return tokens * 8 * config.attention_head_dim
 
 
+def kept_attention_bytes_per_token(config: DiTConfig, act: int) -> int:
+    """What a "selective" checkpointed block keeps per token besides its input: both attention
+    kernels' outputs (D act each) and fp32 logsumexps (4 H each). Under SP the self-attention
+    output is [N, H/K, d] for N/K local tokens: the same bytes per local token."""
+    return 2 * config.inner_dim * act + 8 * config.num_attention_heads
+
+
 def saved_activation_bytes(config: DiTConfig, tokens: int, text_len: int, batch: int, checkpointing: str,
                            act: int, sequence_parallel: int = 1) -> int:
-    """What autograd holds at the end of one forward on one rank (checkpointed blocks: their inputs only)."""
+    """What autograd holds at the end of one forward on one rank (checkpointed blocks: their inputs,
+    plus their attention outputs under "selective")."""
     positions = math.ceil(tokens / sequence_parallel)  # of each sample, on this rank
     local = positions * batch  # tokens this rank computes
-    every = parse_checkpointing(checkpointing)
-    checkpointed = len(range(0, config.num_layers, every)) if every else 0
+    policy = parse_checkpointing(checkpointing)
+    checkpointed = len(range(0, config.num_layers, policy.every)) if policy.every else 0
     full = config.num_layers - checkpointed
     dim, patch = config.inner_dim, config.patch_size
     per_token = block_bytes_per_token(config, act, sequence_parallel)
+    kept = dim * act + (kept_attention_bytes_per_token(config, act) if policy.selective else 0)
     blocks = (full * (local * per_token + batch * block_bytes_per_sample(config, text_len, act))
-              + checkpointed * local * dim * act)
+              + checkpointed * local * kept)
     if checkpointed:  # the checkpoints' own inputs: the adaLN modulation (6D) and the text mask
         blocks += batch * (6 * dim * act + text_len)
     keys = positions * sequence_parallel
@@ -127,13 +139,17 @@ def saved_activation_bytes(config: DiTConfig, tokens: int, text_len: int, batch:
 
 def activation_bytes(config: DiTConfig, tokens: int, text_len: int, batch: int, checkpointing: str, act: int,
                      sequence_parallel: int = 1) -> int:
-    """Peak activations of a step: the forward's saved tensors plus one block recomputed in backward."""
+    """Peak activations of a step: the forward's saved tensors plus one block recomputed in backward
+    (whose kept attention outputs are already among the saved ones)."""
     saved = saved_activation_bytes(config, tokens, text_len, batch, checkpointing, act, sequence_parallel)
-    if not parse_checkpointing(checkpointing):
+    policy = parse_checkpointing(checkpointing)
+    if not policy.every:
         return saved
     local = math.ceil(tokens / sequence_parallel) * batch
-    return (saved + local * block_bytes_per_token(config, act, sequence_parallel)
-            + batch * block_bytes_per_sample(config, text_len, act))
+    recomputed = block_bytes_per_token(config, act, sequence_parallel)
+    if policy.selective:
+        recomputed -= kept_attention_bytes_per_token(config, act)
+    return saved + local * recomputed + batch * block_bytes_per_sample(config, text_len, act)
 
 
 def state_bytes(num_params: int, layout: Layout) -> tuple[float, float]:
@@ -175,7 +191,9 @@ class SavedActivations:
     """Context manager: bytes autograd saves for backward inside it, parameters excluded.
 
     Storages are counted once however many tensors view them, so the count is what stays
-    resident until backward: the measurement the formulas above are checked against.
+    resident until backward: the measurement the formulas above are checked against. Selective
+    checkpointing keeps its tensors in torch's own cache, not through saved-tensor hooks: call
+    ``count_checkpoint_caches()`` after the forward, before its backward, to add them.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -183,11 +201,24 @@ class SavedActivations:
         self.storages: dict[int, int] = {}
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _add(self, tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in self.params:
             self.storages[storage.data_ptr()] = storage.nbytes()
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        self._add(tensor)
         return tensor
+
+    def count_checkpoint_caches(self) -> None:
+        """Add the tensors torch's selective-checkpoint caches hold now (every live cache entry of the
+        process, found through the garbage collector: torch keeps them in a dispatch mode's private
+        storage, ``torch.utils.checkpoint._VersionWrapper`` objects, which nothing else exposes)."""
+        from torch.utils.checkpoint import _VersionWrapper
+
+        for obj in gc.get_objects():
+            if type(obj) is _VersionWrapper and isinstance(obj.val, torch.Tensor):
+                self._add(obj.val)
 
     @property
     def bytes(self) -> int:

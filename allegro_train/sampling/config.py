@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from allegro_train.config.load import DEFAULT_CONFIG_DIR, compose_config
 from allegro_train.config.schema import Precision
+from allegro_train.sampling.distributed import launched_ranks
 from allegro_train.sampling.schedulers import SCHEDULERS
 
 
@@ -59,6 +60,9 @@ class SampleConfig:
     dtype: Precision = Precision.bf16  # DiT and T5; the VAE always decodes in fp32
     vae_tiling: bool = True  # the released pipeline always decodes in tiles
     offload: bool = False  # keep models on the CPU, each on the device only for its stage
+    # Ulysses degree: under `torchrun --nproc_per_node=K`, each step's tokens split over the K ranks
+    # (rank 0 decodes and writes); must divide the DiT's heads. Needs deepspeed.
+    sequence_parallel: int = 1
 
 
 @dataclass
@@ -105,6 +109,11 @@ def validate_sample(cfg: SampleConfig) -> None:
         check(torch.cuda.is_available(), "device", cfg.device, "CUDA is not available here; pass device=cpu")
     check(not (cfg.offload and cfg.device == "cpu"), "offload", cfg.offload, "needs an accelerator device")
     _check_condition(cfg, check)
+    ranks = launched_ranks()
+    check(cfg.sequence_parallel >= 1, "sequence_parallel", cfg.sequence_parallel, "must be >= 1")
+    check(cfg.sequence_parallel == ranks, "sequence_parallel", cfg.sequence_parallel,
+          f"this launch has {ranks} process(es) (WORLD_SIZE); launch exactly sequence_parallel ranks "
+          f"(torchrun --nproc_per_node={cfg.sequence_parallel}), or set sequence_parallel={ranks}")
     if problems:
         raise SampleConfigError("invalid sample config:\n  " + "\n  ".join(problems))
 

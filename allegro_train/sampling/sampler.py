@@ -214,14 +214,16 @@ class Sampler:
                 videos.append(to_uint8(video))
         return np.concatenate(videos)
 
-    def sample(self, prompts: Sequence[str], negative_prompt: str = "", num_frames: int = 88, height: int = 720,
-               width: int = 1280, steps: int = 100, guidance: float = 7.5, seed: int = 0,
-               clean_caption: bool = True, eta: float = 0.0, condition: Condition | None = None) -> np.ndarray:
-        """Prompts (one batch) -> uint8 frames [N, num_frames, height, width, 3].
+    def sample_latents(self, prompts: Sequence[str], negative_prompt: str = "", num_frames: int = 88,
+                       height: int = 720, width: int = 1280, steps: int = 100, guidance: float = 7.5, seed: int = 0,
+                       clean_caption: bool = True, eta: float = 0.0,
+                       condition: Condition | None = None) -> torch.Tensor:
+        """Prompts (one batch) -> clean scaled latents [N, C, num_frames/4, height/8, width/8], undecoded.
 
         ``seed`` seeds a CPU generator, as the reference's examples do, so a seed gives the same
-        video on any device. ``guidance <= 1`` turns classifier-free guidance off. ``condition``:
-        the given frames of a TI2V transformer (required by one, refused by a T2V one).
+        video on any device (and the same noise on every rank of a sequence-parallel group).
+        ``guidance <= 1`` turns classifier-free guidance off. ``condition``: the given frames of a
+        TI2V transformer (required by one, refused by a T2V one).
         """
         prompts = check_prompts(prompts)
         if steps < 1:
@@ -237,5 +239,9 @@ class Sampler:
         noise = self.initial_noise(len(prompts), grid, generator)
         encoded = None if condition is None else self.encode_condition(
             condition, num_frames, height, width, len(prompts), generator)
-        latents = self.denoise(states, mask, grid, steps, guidance, generator, eta, noise=noise, condition=encoded)
-        return self.decode(latents)
+        return self.denoise(states, mask, grid, steps, guidance, generator, eta, noise=noise, condition=encoded)
+
+    def sample(self, prompts: Sequence[str], *args, **kwargs) -> np.ndarray:
+        """Prompts (one batch) -> uint8 frames [N, num_frames, height, width, 3]; the other arguments
+        (``condition`` included) as ``sample_latents``."""
+        return self.decode(self.sample_latents(prompts, *args, **kwargs))

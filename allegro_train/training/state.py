@@ -9,12 +9,14 @@ would have drawn, so its losses match bit for bit.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
+from allegro_train.config import ConfigError
 from allegro_train.parallel.distributed import DistInfo
 from allegro_train.training.checkpoint import CheckpointManager
 from allegro_train.training.faults import NonfiniteGuard
@@ -31,6 +33,18 @@ def resume_point(cfg, dist: DistInfo) -> Optional[Path]:
     """The checkpoint ``RunState.resume`` will restore (the newest complete one, with ``checkpoint.resume``),
     or None; trainers look at its layout (``trainer.json``) before they build a model."""
     return checkpoint_manager(cfg, dist).latest() if cfg.checkpoint.resume else None
+
+
+def check_resume_fused_qkv(checkpoint: Path, fused_qkv: bool) -> None:
+    """Refuse to resume under another ``model.fused_qkv`` (the DiT trainer's ``RunState`` meta in
+    ``trainer.json``), before anything is loaded: the model's weights load either way (diffusers
+    keys), but the optimizer and EMA states are per parameter and fusing changes the parameters.
+    Checkpoints from before the option were unfused."""
+    written = json.loads((checkpoint / "trainer.json").read_text()).get("fused_qkv", False)
+    if written != fused_qkv:
+        raise ConfigError(f"model.fused_qkv={str(fused_qkv).lower()}: {checkpoint} was written with "
+                          f"fused_qkv={str(written).lower()}; resume with the same setting (or start a new run.dir "
+                          "from its export, model.pretrained=.../final/transformer)")
 
 
 class RunState:

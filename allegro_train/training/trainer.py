@@ -30,6 +30,7 @@ from allegro_train.config.schema import dit_config_for
 from allegro_train.data import build_loader, latent_shape, write_synthetic_shards
 from allegro_train.diffusion import DDPMSchedule, DiffusionObjective, drop_captions, resolution_dependent_shift
 from allegro_train.models.dit import AllegroDiT, AllegroTI2VDiT, dit_train_flops, ti2v_from_t2v, transformer_class
+from allegro_train.models.dit.attention import split_qkv_keys
 from allegro_train.parallel.distributed import DistInfo, all_reduce_sum, barrier
 from allegro_train.parallel.groups import SequenceGroups, build_sequence_groups, check_resume_layout
 from allegro_train.parallel.ulysses import apply_sequence_parallel
@@ -42,7 +43,7 @@ from allegro_train.training.metrics import StepStats
 from allegro_train.training.run import (build_engine, build_logger, checkpoint_due, compute_dtype, export_folder,
                                         loader_counts, logging_due, max_memory_gb, prepare_run_dir, run_guarded,
                                         summarize, unclipped_grad_norm)
-from allegro_train.training.state import RunState, resume_point
+from allegro_train.training.state import RunState, check_resume_fused_qkv, resume_point
 from allegro_train.training.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 
 def build_dit(model_cfg, sequence_group=None, ti2v: bool = False) -> AllegroDiT:
     """A DiT from the registry (freshly ``init_weights()``-ed) or from released diffusers weights;
-    tokens split over ``sequence_group`` (Ulysses) when given, before compilation and LoRA.
+    q/k/v fused if asked, tokens split over ``sequence_group`` (Ulysses) when given, then
+    checkpointing, compilation and LoRA.
 
     ``ti2v``: the image-to-video variant; a T2V ``model.pretrained`` is converted on load (exactly the
     T2V model until the condition embeddings train), as the released ``train_ti2v.py`` starts.
@@ -70,6 +72,8 @@ def build_dit(model_cfg, sequence_group=None, ti2v: bool = False) -> AllegroDiT:
     else:
         model = (AllegroTI2VDiT if ti2v else AllegroDiT)(config, attention_backend=str(model_cfg.attention_backend))
         model.init_weights()
+    if model_cfg.fused_qkv:  # the state dict keeps diffusers' keys: checkpoints and exports are unchanged
+        model.fuse_qkv()
     if sequence_group is not None:
         apply_sequence_parallel(model, sequence_group)
     model.set_activation_checkpointing(model_cfg.activation_checkpointing)
@@ -156,6 +160,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, faults: FaultHandlers) -> dict[str,
     latest = resume_point(cfg, dist)
     if latest is not None:  # before the model is built
         check_resume_layout(latest, sp)
+        check_resume_fused_qkv(latest, cfg.model.fused_qkv)
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_dit(cfg.model, sp.group, cfg.ti2v.enabled)
     dit = model.config
@@ -169,7 +174,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, faults: FaultHandlers) -> dict[str,
     # noise, timesteps and caption dropout differ per data-parallel rank, reproducibly, and agree
     # within a sequence-parallel group
     run_state = RunState(cfg, dist, loader, engine, ema, stream_rank=sp.dp_rank,
-                         meta={"sequence_parallel": sp.size})
+                         meta={"sequence_parallel": sp.size, "fused_qkv": cfg.model.fused_qkv})
     run_state.resume()
     step, guard, generator = run_state.step, run_state.guard, run_state.generator
 
@@ -270,8 +275,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, faults: FaultHandlers) -> dict[str,
     # Export: the EMA weights when there are any (what one samples with), else the trained ones;
     # LoRA adapters merged into the base weights (and saved apart as well).
     state = full_module_state_dict(engine.module)
-    if ema is not None:
-        state.update(ema.full_state_dict())
+    if ema is not None:  # keyed by parameter name: fused q/k/v split into diffusers' keys
+        state.update(split_qkv_keys(ema.full_state_dict()))
     final = run_dir / "final" / "transformer"
     if dist.is_main:
         final.parent.mkdir(parents=True, exist_ok=True)

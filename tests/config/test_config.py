@@ -152,6 +152,7 @@ def test_bad_key_type_or_enum_fails_naming_the_key(override, key):
         (["diffusion.caption_dropout=1.5"], "diffusion.caption_dropout"),
         (["optim.lr=0"], "optim.lr"),
         (["model.interpolation_scale_t=-1"], "model.interpolation_scale_t"),
+        (["model.fused_qkv=true", "model.lora_rank=4"], "model.fused_qkv"),  # LoRA's default targets: to_q ...
     ],
 )
 def test_semantic_errors_raise_config_error_naming_the_key(overrides, key):
@@ -163,6 +164,9 @@ def test_semantic_errors_raise_config_error_naming_the_key(overrides, key):
 def test_valid_semantic_overrides_pass():
     cfg = load_config(["model=allegro_2.8b", "parallel.sequence_parallel=8", "model.activation_checkpointing=every_2"])
     assert cfg.parallel.sequence_parallel == 8
+    cfg = load_config(["model.activation_checkpointing=selective", "model.fused_qkv=true", "model.lora_rank=4",
+                       "model.lora_targets=[to_out.0]"])
+    assert cfg.model.fused_qkv and cfg.model.activation_checkpointing == "selective"
     cfg = load_config(["+stage=demo", "data.token_budget=128", "data.image_fraction=0.25", "data.decode_backend=pyav"])
     assert cfg.data.image_fraction == 0.25 and cfg.data.decode_backend == "pyav"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from allegro_train.models.dit import AllegroDiT, DiTConfig, dit_config, dit_forward_flops
+from allegro_train.models.dit.attention import split_qkv_keys
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AllegroTransformer3DModel  # noqa: E402
@@ -192,7 +194,7 @@ def test_released_size_parameter_count_on_meta():
     assert sum(p.numel() for p in model.transformer_blocks[0].parameters()) == 84_978_432
 
 
-@pytest.mark.parametrize("policy", ["all", "every_2"])
+@pytest.mark.parametrize("policy", ["all", "every_2", "selective"])
 def test_activation_checkpointing_changes_neither_loss_nor_gradients(policy):
     config = dataclasses.replace(TINY_CONFIGS["2heads"], num_layers=3)
     torch.manual_seed(0)
@@ -305,3 +307,119 @@ def test_compiled_blocks_match_eager_and_keep_parameter_names():
     # inductor reorders fp32 reductions and fuses elementwise ops: equal to rounding, not bitwise
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
     assert list(model.state_dict()) == keys
+
+
+# ------------------------------------------------------------------ fused q/k/v, selective checkpointing
+
+
+def checkpoint_cache() -> list[torch.Tensor]:
+    """Tensors alive in torch's selective-checkpoint caches (see parallel/memory.py SavedActivations)."""
+    from torch.utils.checkpoint import _VersionWrapper
+
+    return [o.val for o in gc.get_objects() if type(o) is _VersionWrapper and isinstance(o.val, torch.Tensor)]
+
+
+def test_fused_qkv_equals_unfused_outputs_and_gradients():
+    config = TINY_CONFIGS["3heads_scaled"]
+    plain = ours_from(diffusers_model(config), config)
+    fused = ours_from(diffusers_model(config), config)
+    fused.fuse_qkv()
+    latents, timestep, text, mask = make_inputs(config, (3, 6, 10))
+    outs = []
+    for model in (plain, fused):
+        out = model(latents, timestep, text, mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-6, rtol=1e-6)
+    attn, fused_attn = plain.transformer_blocks[0].attn1, fused.transformer_blocks[0].attn1
+    for kind in ("weight", "bias"):
+        unfused_grad = torch.cat([getattr(attn, name).__getattr__(kind).grad for name in ("to_q", "to_k", "to_v")])
+        torch.testing.assert_close(getattr(fused_attn.to_qkv, kind).grad, unfused_grad, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_qkv_state_dict_is_diffusers_both_ways(tmp_path):
+    """A fused model saves diffusers' keys (in the unfused model's order), loads them back, and
+    round-trips through AllegroTransformer3DModel (state dict and folder) bit for bit."""
+    config = TINY_CONFIGS["2heads"]
+    reference = diffusers_model(config)
+    fused = AllegroDiT(config)
+    fused.fuse_qkv()
+    fused.load_state_dict(reference.state_dict(), strict=True)
+    assert "to_qkv" in dict(fused.transformer_blocks[0].attn1.named_children())
+    state = fused.state_dict()
+    assert list(state) == list(AllegroDiT(config).state_dict())
+    assert state.keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(state[key], value), key
+
+    fused.save_pretrained(tmp_path / "fused")
+    loaded = AllegroTransformer3DModel.from_pretrained(tmp_path / "fused")
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(state[key], value), key
+    reloaded = AllegroDiT.from_pretrained(tmp_path / "fused")
+    reloaded.fuse_qkv()
+    for a, b in zip(reloaded.parameters(), fused.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_fused_qkv_init_weights_draws_what_unfused_draws():
+    config = TINY_CONFIGS["2heads"]
+    torch.manual_seed(3)
+    plain = AllegroDiT(config)
+    plain.init_weights()
+    torch.manual_seed(3)
+    fused = AllegroDiT(config)
+    fused.fuse_qkv()
+    fused.init_weights()
+    for (key, a), b in zip(plain.state_dict().items(), fused.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_cross_attention_does_not_fuse():
+    with pytest.raises(ValueError, match="cross-attention"):
+        AllegroDiT(TINY_CONFIGS["2heads"]).transformer_blocks[0].attn2.fuse_qkv()
+
+
+def test_fused_block_compiles_without_graph_breaks():
+    model = AllegroDiT(dit_config("allegro-debug"))
+    model.fuse_qkv()
+    explained = torch._dynamo.explain(model.transformer_blocks[0])(*_block_inputs(model))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_selective_checkpointing_keeps_only_attention_kernel_outputs():
+    """The policy saves SDPA's kernels (2 per block: self- and cross-attention, out + logsumexp each)
+    and nothing else; their outputs are reused, not recomputed, in backward."""
+    model = AllegroDiT(TINY_CONFIGS["2heads"])
+    model.set_activation_checkpointing("selective")
+    latents, timestep, text, mask = make_inputs(model.config, (3, 6, 10))
+    out = model(latents, timestep, text, mask)
+    kept = checkpoint_cache()
+    heads, dim = model.config.num_attention_heads, model.config.inner_dim
+    tokens = 3 * 3 * 5
+    expected = sorted([(2, heads, tokens, dim // heads), (2, heads, tokens)] * 2 * model.config.num_layers)
+    assert sorted(tuple(t.shape) for t in kept) == expected
+    out.sum().backward()
+    assert not checkpoint_cache()  # consumed by the recomputation
+
+
+@pytest.mark.slow
+def test_compiled_fused_selective_blocks_match_eager():
+    """compile + fused q/k/v + selective checkpointing (the GPU benchmark's configuration): gradients
+    equal eager, unfused, uncheckpointed ones to rounding, and the attention outputs are still kept
+    (the compiled block's SDPA call runs through the checkpoint's caching mode)."""
+    torch.manual_seed(0)
+    eager = AllegroDiT(dit_config("allegro-debug"))
+    fast = AllegroDiT(dit_config("allegro-debug"))
+    fast.load_state_dict(eager.state_dict())
+    fast.fuse_qkv()
+    fast.set_activation_checkpointing("selective")
+    fast.compile_blocks()
+    latents, timestep, text, mask = make_inputs(eager.config, (3, 4, 6))
+    eager(latents, timestep, text, mask).square().mean().backward()
+    out = fast(latents, timestep, text, mask)
+    assert len(checkpoint_cache()) == 2 * 2 * fast.config.num_layers  # out + logsumexp, 2 attentions a block
+    out.square().mean().backward()
+    grads = split_qkv_keys({name: p.grad for name, p in fast.named_parameters()})
+    for name, p in eager.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, atol=1e-6, rtol=1e-4, msg=name)

@@ -129,3 +129,33 @@ def test_convert_cli_keeps_dtype_and_output(tmp_path):
     assert torch.equal(got, expected)
     with pytest.raises(ValueError, match="_class_name is 'AllegroTransformerTI2V3DModel'"):
         convert_t2v_to_ti2v(tmp_path / "ti2v", tmp_path / "again")  # already TI2V
+
+
+def test_fused_qkv_ti2v_equals_unfused_and_keeps_the_released_layout(tmp_path):
+    """model.fused_qkv on the TI2V variant: the unfused outputs, gradients through the fused Linear and
+    the condition, the released keys in its state dict; a fused T2V model converts to a fused TI2V one
+    with its checkpointing policy."""
+    plain = ti2v_from_t2v(perturbed_t2v())
+    with torch.no_grad():  # open the condition, so the extra inputs count in the comparison
+        for name in ("pos_embed_masked_video", "pos_embed_mask", "pos_embed_first_frame"):
+            getattr(plain, name)[1].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(7))
+    t2v = perturbed_t2v()
+    t2v.fuse_qkv()
+    t2v.set_activation_checkpointing("selective")
+    fused = ti2v_from_t2v(t2v)
+    assert fused.transformer_blocks[0].attn1.fused and fused.checkpointing == t2v.checkpointing
+    fused.load_state_dict(plain.state_dict())  # diffusers' to_q/to_k/to_v keys join into to_qkv
+    assert list(fused.state_dict()) == list(plain.state_dict())
+
+    noisy, condition, t, text, mask = inputs()
+    x = torch.cat([noisy, condition], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, t, text, mask), plain(x, t, text, mask), atol=1e-6, rtol=1e-6)
+    fused(x, t, text, mask).square().mean().backward()  # through selective checkpointing of the TI2V forward
+    assert fused.transformer_blocks[0].attn1.to_qkv.weight.grad.abs().sum() > 0
+    assert fused.pos_embed_mask[1].weight.grad.abs().sum() > 0
+
+    fused.save_pretrained(tmp_path / "transformer")
+    loaded = AllegroTI2VDiT.from_pretrained(tmp_path / "transformer")
+    for key, value in plain.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -16,7 +16,7 @@ from allegro_train.config import ConfigError, load_config
 from allegro_train.data import SyntheticLatents, write_synthetic_shards
 from allegro_train.models.dit import AllegroDiT, dit_config
 from allegro_train.training.lora import apply_lora, merged_state_dict
-from allegro_train.training.trainer import build_objective, train
+from allegro_train.training.trainer import build_dit, build_objective, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -226,3 +226,30 @@ def test_mid_run_resume_is_bit_exact(tmp_path):
 
     launch(tmp_path / "split", 5)
     assert launch(tmp_path / "split", 8) == launch(tmp_path / "whole", 8)
+
+
+def test_fused_qkv_trains_like_unfused_and_writes_diffusers_layout(tmp_path):
+    """model.fused_qkv with EMA and selective checkpointing: the unfused run's losses (fp32
+    rounding), and every file it writes keyed as diffusers (the export and DeepSpeed's module
+    states); resuming under the other setting is refused before anything loads."""
+    common = ("train.max_steps=4", "checkpoint.every_steps=2", "optim.ema_decay=0.9",
+              "model.activation_checkpointing=selective")
+    plain = train(demo_config(tmp_path / "plain", *common))
+    fused_cfg = demo_config(tmp_path / "fused", *common, "model.fused_qkv=true")
+    assert build_dit(fused_cfg.model).transformer_blocks[0].attn1.fused
+    assert build_dit(fused_cfg.model, ti2v=True).transformer_blocks[0].attn1.fused  # the TI2V variant fuses too
+    fused = train(fused_cfg)
+    assert fused["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+
+    diffusers = pytest.importorskip("diffusers")
+    exported = diffusers.AllegroTransformer3DModel.from_pretrained(tmp_path / "fused" / "final" / "transformer")
+    reference = AllegroDiT.from_pretrained(tmp_path / "plain" / "final" / "transformer").state_dict()
+    assert exported.state_dict().keys() == reference.keys()
+    for key, value in exported.state_dict().items():
+        torch.testing.assert_close(value, reference[key], atol=1e-5, rtol=1e-4, msg=key)
+    module = torch.load(tmp_path / "fused" / "checkpoints" / "step_000000004" / "deepspeed" / "mp_rank_00_model_states.pt",
+                        weights_only=False)["module"]
+    assert module.keys() == reference.keys()
+
+    with pytest.raises(ConfigError, match="fused_qkv"):
+        train(demo_config(tmp_path / "fused", "train.max_steps=6", "checkpoint.every_steps=2", "optim.ema_decay=0.9"))

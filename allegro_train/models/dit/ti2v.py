@@ -187,15 +187,18 @@ def convert_t2v_to_ti2v(source: str | os.PathLike, target: str | os.PathLike,
 
 
 def ti2v_from_t2v(t2v: AllegroDiT) -> AllegroTI2VDiT:
-    """The TI2V model that computes exactly what ``t2v`` does (zero condition Linears), same dtype and device."""
+    """The TI2V model that computes exactly what ``t2v`` does (zero condition Linears), same dtype, device,
+    checkpointing policy and q/k/v fusion."""
     if isinstance(t2v, AllegroTI2VDiT):
         raise TypeError("the model is already a TI2V DiT")
     state = t2v_to_ti2v_state_dict(t2v.state_dict())
     with torch.device("meta"):
         model = AllegroTI2VDiT(t2v.config)
     model.load_state_dict(state, assign=True)
-    model.checkpoint_every = t2v.checkpoint_every
+    model.checkpointing = t2v.checkpointing
     model.set_attention_backend(t2v.transformer_blocks[0].attn1.core.backend)
+    if t2v.transformer_blocks[0].attn1.fused:  # the state dict above was in diffusers' keys: fuse again
+        model.fuse_qkv()
     return model
 
 

@@ -22,23 +22,11 @@ from torch.utils.checkpoint import checkpoint
 from allegro_train.models import io
 from allegro_train.models.dit.attention import resolve_backend
 from allegro_train.models.dit.block import AllegroBlock, layer_norm_fp32, modulate
+from allegro_train.models.dit.checkpointing import parse_checkpointing
 from allegro_train.models.dit.config import DiTConfig
 from allegro_train.models.dit.embeddings import AdaLNSingle, CaptionProjection, PatchEmbed
 from allegro_train.models.dit.rope import rope_tables
 from allegro_train.models.dit.sequence import FullSequence
-
-
-def parse_checkpointing(policy: str | int) -> int:
-    """``"none"`` -> 0, ``"all"`` -> 1, ``"every_k"`` / k -> k: blocks i with i % k == 0 are recomputed."""
-    if isinstance(policy, int) and policy >= 0:
-        return policy
-    if policy == "none":
-        return 0
-    if policy == "all":
-        return 1
-    if isinstance(policy, str) and policy.startswith("every_") and policy[6:].isdigit() and int(policy[6:]) > 0:
-        return int(policy[6:])
-    raise ValueError(f"activation_checkpointing={policy!r}: use 'none', 'all' or 'every_<k>' (k >= 1)")
 
 
 class AllegroDiT(nn.Module):
@@ -60,7 +48,7 @@ class AllegroDiT(nn.Module):
         # Splits tokens after the patch embedding and gathers them before unpatchify: the identity
         # here; sequence parallelism swaps it (allegro_train.parallel.ulysses). No parameters.
         self.sequence = FullSequence()
-        self.checkpoint_every = 0
+        self.checkpointing = parse_checkpointing("none")
 
     # ---------------------------------------------------------------- construction
 
@@ -73,9 +61,11 @@ class AllegroDiT(nn.Module):
         text path starts closed and the untrained model predicts exactly zero. Scale-shift tables
         keep their N(0, 1/D) draw.
         """
-        for module in self.modules():
+        for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
+                # a fused q/k/v weight as the three [inner, dim] matrices it stands for (fan in/out)
+                for weight in module.weight.chunk(3) if name.endswith("to_qkv") else (module.weight,):
+                    nn.init.xavier_uniform_(weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         proj = self.pos_embed.proj
@@ -94,8 +84,15 @@ class AllegroDiT(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def set_activation_checkpointing(self, policy: str | int) -> None:
-        """Recompute the activations of every k-th block in backward (see ``parse_checkpointing``)."""
-        self.checkpoint_every = parse_checkpointing(policy)
+        """Recompute blocks' activations in backward: "none", "all", "every_<k>", "selective"
+        (``models/dit/checkpointing.py``)."""
+        self.checkpointing = parse_checkpointing(policy)
+
+    def fuse_qkv(self) -> None:
+        """One q/k/v Linear per self-attention (``Attention.fuse_qkv``); the state dict keeps diffusers'
+        keys. Apply after loading or ``init_weights()``, before compiling, LoRA and DeepSpeed."""
+        for block in self.transformer_blocks:
+            block.attn1.fuse_qkv()
 
     def compile_blocks(self, **compile_kwargs) -> None:
         """``torch.compile`` each block in place (``nn.Module.compile``), whole-graph.
@@ -163,8 +160,9 @@ class AllegroDiT(nn.Module):
         x, rope, self_mask = self.sequence.split(x, rope)  # [B, n, D]: the tokens this process computes
 
         for i, block in enumerate(self.transformer_blocks):
-            if self.checkpoint_every and i % self.checkpoint_every == 0 and torch.is_grad_enabled():
-                x = checkpoint(block, x, context, context_mask, modulation, rope, self_mask, use_reentrant=False)
+            if self.checkpointing.recomputes(i) and torch.is_grad_enabled():
+                x = checkpoint(block, x, context, context_mask, modulation, rope, self_mask, use_reentrant=False,
+                               context_fn=self.checkpointing.context_fn)
             else:
                 x = block(x, context, context_mask, modulation, rope, self_mask)
 
