@@ -52,7 +52,7 @@ class DemoClipConfig:
 
 @dataclass
 class DemoStepsConfig:
-    vae: int = 300  # optimizer steps of +stage=vae_pretrain
+    vae: int = 200  # optimizer steps of +stage=vae_pretrain
     dit: int = 1500  # optimizer steps of +stage=demo
     sample: int = 30  # denoising steps a sample
 
