@@ -42,7 +42,7 @@ SCORE_BAR = 0.8  # the share of held-out samples whose colour and direction must
 # +stage=vae_pretrain at demo size: the tiny registry VAE from scratch, every layer training, single
 # process in fp32, SD's loss without LPIPS (no weights to load here).
 DEMO_VAE = ("vae.name=allegro-vae-demo", "vae.trainable=all", "loss.lpips=0", "parallel=single",
-            "parallel.precision=fp32", "data.batch_size=4", "data.num_workers=0", "optim.lr=1e-3",
+            "parallel.precision=fp32", "data.batch_size=2", "data.num_workers=0", "optim.lr=1e-3",
             "checkpoint.every_steps=100", "logging.every_steps=10", "validation.num_clips=4")
 # +stage=demo on the precomputed demo latents: 16 clips a batch.
 DEMO_DIT = ("data.batch_size=16", "checkpoint.every_steps=250", "logging.every_steps=25")
@@ -231,8 +231,9 @@ class Demo:
                  f"  metrics: {self.root / 'vae' / 'metrics.jsonl'}, {self.root / 'dit' / 'metrics.jsonl'}"]
         runs = sorted(self.root.glob("**/wandb/offline-run-*"))
         if runs:
-            lines.append("  view the W&B runs (VAE, DiT, demo score + samples) with:\n    wandb sync "
-                         + " ".join(str(r) for r in runs))
+            lines.append("  view the W&B runs (VAE, DiT, demo score + samples) in the terminal with:\n"
+                         + "".join(f"    wandb leet {r}\n" for r in runs)
+                         + "  or upload them to W&B with:\n    wandb sync " + " ".join(str(r) for r in runs))
         elif str(self.cfg.wandb_mode) == "online":
             lines.append("  W&B runs were logged online: see the URLs printed above")
         return "\n".join(lines)
