@@ -3,27 +3,25 @@
 Synthetic shape videos -> curation -> VideoVAE -> precomputed latents -> DiT -> samples of
 held-out prompts -> a colour and direction detector's score. Keys: allegro_train/demo/config.py;
 what each step does: allegro_train/demo/pipeline.py and docs/demo.md.
+
+Not a ``@hydra.main``: each step composes its own entry point's config with Hydra's compose API,
+which refuses to run inside an active ``hydra.main``; the overrides here are read the same way.
 """
 
 import logging
-from typing import cast
+import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from allegro_train.demo.config import CONFIG_DIR, DemoConfig, validate
+from allegro_train.demo.config import load_demo_config
 from allegro_train.demo.pipeline import Demo
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="demo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    validate(cast(DemoConfig, cfg))
-    demo = Demo(cast(DemoConfig, cfg))
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    demo = Demo(load_demo_config(argv))  # validated before anything runs
     result = demo.run()
     print(demo.table(result))
     print(demo.closing_lines(result))
-    logging.getLogger("launch.demo").info("demo finished in %.0f s", result["seconds"]["total"])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -52,7 +52,7 @@ class DemoClipConfig:
 
 @dataclass
 class DemoStepsConfig:
-    vae: int = 300  # optimizer steps of +stage=vae_pretrain
+    vae: int = 40  # optimizer steps of +stage=vae_pretrain (its 64 x 64 convolutions dominate a CPU run)
     dit: int = 1500  # optimizer steps of +stage=demo
     sample: int = 30  # denoising steps a sample
 

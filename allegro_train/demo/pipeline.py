@@ -39,6 +39,13 @@ log = logging.getLogger("allegro_train.demo")
 
 SPM_VOCAB = 80  # BPE on the demo's closed vocabulary: every word one piece (see demo/text.py)
 SCORE_BAR = 0.8  # the share of held-out samples whose colour and direction must both be right
+# +stage=vae_pretrain at demo size: the tiny registry VAE from scratch, every layer training, single
+# process in fp32, SD's loss without LPIPS (no weights to load here).
+DEMO_VAE = ("vae.name=allegro-vae-demo", "vae.trainable=all", "loss.lpips=0", "parallel=single",
+            "parallel.precision=fp32", "data.batch_size=2", "data.num_workers=0", "optim.lr=1e-3",
+            "checkpoint.every_steps=100", "logging.every_steps=10", "validation.num_clips=4")
+# +stage=demo on the precomputed demo latents: 16 clips a batch.
+DEMO_DIT = ("data.batch_size=16", "checkpoint.every_steps=250", "logging.every_steps=25")
 
 
 def _bucket(frames: int, size: int) -> str:
@@ -50,6 +57,8 @@ class Demo:
         self.cfg = cfg
         self.root = Path(cfg.run.dir).resolve()
         self.timings: dict[str, float] = {}
+        self.vae_psnr: float | None = None
+        self.dit_loss: tuple[float | None, float | None] = (None, None)
 
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -82,15 +91,20 @@ class Demo:
         return run(cfg)
 
     def train_vae(self, shards: list[str]) -> Path:
-        from allegro_train.training.vae_trainer import load_vae_config, train_vae
+        from allegro_train.config import load_vae_config
+        from allegro_train.training.vae_trainer import train_vae
 
         c = self.cfg
+        listed = f"[{','.join(shards)}]"
         cfg = load_vae_config([
             "+stage=vae_pretrain", f"run.dir={self.root / 'vae'}", f"run.seed={c.run.seed}",
-            f"train.max_steps={c.steps.vae}", f"logging.wandb_mode={c.wandb_mode}",
-            f"data.shards=[{','.join(shards)}]", f"data.frame_stride={c.clip.frame_stride}",
-            *self.cfg.overrides.get("vae", [])])
+            f"train.max_steps={c.steps.vae}", f"logging.wandb_mode={c.wandb_mode}", f"data.shards={listed}",
+            f"data.frame_stride={c.clip.frame_stride}", f"data.buckets={_bucket(8, c.videos.size)}",
+            # Demo size: trained from scratch (no image VAE to inflate), every layer, no LPIPS weights.
+            *DEMO_VAE, f"validation.every_steps={c.steps.vae}", f"validation.shards={listed}",
+            *c.overrides.get("vae", [])])
         summary = train_vae(cfg)
+        self.vae_psnr = summary.get("psnr")
         return Path(summary["vae"])
 
     def build_text_encoder(self) -> Path:
@@ -126,9 +140,10 @@ class Demo:
             "+stage=demo", f"run.dir={self.root / 'dit'}", f"run.seed={c.run.seed}",
             f"train.max_steps={c.steps.dit}", f"logging.wandb_mode={c.wandb_mode}",
             f"data.shards=[{latents}/*.tar]", f"data.null_caption={null_caption}",
-            f"data.buckets={_bucket(c.clip.frames, c.videos.size)}", "checkpoint.every_steps=250",
+            f"data.buckets={_bucket(c.clip.frames, c.videos.size)}", *DEMO_DIT,
             *self.cfg.overrides.get("dit", [])])
         summary = train(cfg)
+        self.dit_loss = (summary.get("first_loss"), summary.get("last_loss"))
         return Path(summary["transformer"])
 
     def export(self, transformer: Path, vae: Path, text: Path) -> Path:
@@ -210,12 +225,15 @@ class Demo:
         seconds = result["seconds"]
         lines = [f"demo run in {self.root} ({seconds['total']:.0f} s: "
                  + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total") + ")",
+                 f"  VAE held-out PSNR {result['vae_psnr']} dB; DiT loss {result['dit_loss_first_last'][0]} -> "
+                 f"{result['dit_loss_first_last'][1]} (first and last fifth of its steps)",
                  f"  samples: {self.root / 'samples'} (index.json, scores.json)",
                  f"  metrics: {self.root / 'vae' / 'metrics.jsonl'}, {self.root / 'dit' / 'metrics.jsonl'}"]
         runs = sorted(self.root.glob("**/wandb/offline-run-*"))
         if runs:
-            lines.append("  view the W&B runs (VAE, DiT, demo score + samples) with:\n    wandb sync "
-                         + " ".join(str(r) for r in runs))
+            lines.append("  view the W&B runs (VAE, DiT, demo score + samples) in the terminal with:\n"
+                         + "".join(f"    wandb leet {r}\n" for r in runs)
+                         + "  or upload them to W&B with:\n    wandb sync " + " ".join(str(r) for r in runs))
         elif str(self.cfg.wandb_mode) == "online":
             lines.append("  W&B runs were logged online: see the URLs printed above")
         return "\n".join(lines)
@@ -236,6 +254,8 @@ class Demo:
         index = self.step("sample", lambda: self.sample(pipeline))
         result = self.step("score", lambda: self.score(index))
         result["seconds"] = {**self.timings, "total": round(time.perf_counter() - start, 1)}
+        result["vae_psnr"] = self.vae_psnr
+        result["dit_loss_first_last"] = list(self.dit_loss)
         result["metrics"] = str(self.log_to_wandb(result))
         (self.root / "demo.json").write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
         return result
