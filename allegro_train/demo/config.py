@@ -11,20 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-import functools
-from typing import Any, Sequence, cast
+from typing import Sequence, cast
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
 from allegro_train.config.load import DEFAULT_CONFIG_DIR, compose_config
-from allegro_train.config.schema import WandbMode
+from allegro_train.config.bounds import Bounds
+from allegro_train.config.schema import ConfigError, Problems, WandbMode, check_structure
 
 CONFIG_DIR = DEFAULT_CONFIG_DIR / "demo"
 
 
-class DemoConfigError(ValueError):
-    """A demo config that cannot run; the message names each key and its value."""
+# The training configs' error type: a bad demo key reads like a bad training key.
+DemoConfigError = ConfigError
 
 
 @dataclass
@@ -83,35 +82,30 @@ ConfigStore.instance().store(name="demo_schema", node=DemoConfig)
 STEP_KEYS = ("curate", "vae", "precompute", "dit")
 
 
+_BOUNDS: Bounds = [
+    (("videos.count", "videos.fps", "videos.scene_frames", "clip.frames", "clip.frame_stride", "steps.vae",
+      "steps.dit", "steps.sample", "sample.seeds", "workers"), lambda v: v >= 1, "must be >= 1"),
+    (("videos.size",), lambda v: v >= 32 and v % 16 == 0, "must be a multiple of 16 and >= 32 (VAE 8x8 x DiT patch 2)"),
+    (("videos.cut_fraction",), lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    (("clip.frames",), lambda v: v % 4 == 0, "must be a multiple of 4 (the VAE's time compression)"),
+    (("sample.guidance",), lambda v: v >= 1, "must be >= 1 (1: no guidance)"),
+]
+
+
 def validate(cfg: DemoConfig) -> None:
-    if isinstance(cfg, DictConfig):
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise DemoConfigError(f"config values required but not set (???): {', '.join(missing)}")
-    problems: list[str] = []
-
-    def check(ok: bool, key: str, value: Any, why: str) -> None:
-        if not ok:
-            problems.append(f"{key}={value!r}: {why}")
-
-    for key in ("videos.count", "videos.fps", "videos.scene_frames", "clip.frames", "clip.frame_stride",
-                "steps.vae", "steps.dit", "steps.sample", "sample.seeds", "workers"):
-        value = functools.reduce(getattr, key.split("."), cfg)
-        check(value >= 1, key, value, "must be >= 1")
-    check(cfg.videos.size >= 32 and cfg.videos.size % 16 == 0, "videos.size", cfg.videos.size,
-          "must be a multiple of 16 and >= 32 (VAE 8x8 x DiT patch 2)")
-    check(0 <= cfg.videos.cut_fraction <= 1, "videos.cut_fraction", cfg.videos.cut_fraction, "must be in [0, 1]")
-    check(cfg.clip.frames % 4 == 0, "clip.frames", cfg.clip.frames, "must be a multiple of 4 (the VAE's time compression)")
+    """Raise ``DemoConfigError`` naming every key that type-checks but cannot run."""
+    check_structure(cfg, DemoConfig, "allegro_train/demo/config.py")
+    problems = Problems()
+    problems.bounds(cfg, _BOUNDS)
     # the clip must fit in a scene after the split trims 10 frames at each end
     span = (cfg.clip.frames - 1) * cfg.clip.frame_stride + 1
-    check(span <= cfg.videos.scene_frames - 20, "clip.frame_stride", cfg.clip.frame_stride,
-          f"clip.frames={cfg.clip.frames} every {cfg.clip.frame_stride} frames spans {span} frames, more than a "
-          f"scene of videos.scene_frames={cfg.videos.scene_frames} keeps after the split's trims ({cfg.videos.scene_frames - 20})")
-    check(cfg.sample.guidance >= 1, "sample.guidance", cfg.sample.guidance, "must be >= 1 (1: no guidance)")
+    kept = cfg.videos.scene_frames - 20
+    problems.check(span <= kept, "clip.frame_stride", cfg.clip.frame_stride,
+                   f"clip.frames={cfg.clip.frames} every {cfg.clip.frame_stride} frames spans {span} frames, more "
+                   f"than a scene of videos.scene_frames={cfg.videos.scene_frames} keeps after the split's trims ({kept})")
     unknown = sorted(set(cfg.overrides) - set(STEP_KEYS))
-    check(not unknown, "overrides", unknown, f"keys must be among {list(STEP_KEYS)}")
-    if problems:
-        raise DemoConfigError("invalid demo config:\n  " + "\n  ".join(problems))
+    problems.check(not unknown, "overrides", unknown, f"keys must be among {list(STEP_KEYS)}")
+    problems.raise_if_any()
 
 
 def load_demo_config(overrides: Sequence[str] = ()) -> DemoConfig:
