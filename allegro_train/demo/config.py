@@ -10,7 +10,6 @@ prompt-following score).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence, cast
 
 from hydra.core.config_store import ConfigStore
@@ -113,8 +112,4 @@ def load_demo_config(overrides: Sequence[str] = ()) -> DemoConfig:
     cfg = cast(DemoConfig, compose_config(CONFIG_DIR, "demo", overrides, DemoConfigError))
     validate(cfg)
     return cfg
-
-
-def run_dir(cfg: DemoConfig) -> Path:
-    return Path(cfg.run.dir)
 

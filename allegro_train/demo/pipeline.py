@@ -60,6 +60,10 @@ class Demo:
         self.vae_psnr: float | None = None
         self.dit_loss: tuple[float | None, float | None] = (None, None)
 
+    def extra(self, step: str) -> list[str]:
+        """The user's Hydra overrides for ``step``'s own config, applied after the demo's (they win)."""
+        return list(self.cfg.overrides.get(step, []))
+
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
         log.info("demo step %s ...", name)
@@ -87,7 +91,7 @@ class Demo:
         out = self.root / "curated"
         cfg = load_config([f"input_dir={raw}", f"output_dir={out}", f"workers={self.cfg.workers}",
                            # the probe's 360p floor scaled to the demo's size; the rest are the defaults
-                           f"probe.min_short_side={self.cfg.videos.size}", *self.cfg.overrides.get("curate", [])])
+                           f"probe.min_short_side={self.cfg.videos.size}", *self.extra("curate")])
         return run(cfg)
 
     def train_vae(self, shards: list[str]) -> Path:
@@ -102,7 +106,7 @@ class Demo:
             f"data.frame_stride={c.clip.frame_stride}", f"data.buckets={_bucket(8, c.videos.size)}",
             # Demo size: trained from scratch (no image VAE to inflate), every layer, no LPIPS weights.
             *DEMO_VAE, f"validation.every_steps={c.steps.vae}", f"validation.shards={listed}",
-            *c.overrides.get("vae", [])])
+            *self.extra("vae")])
         summary = train_vae(cfg)
         self.vae_psnr = summary.get("psnr")
         return Path(summary["vae"])
@@ -128,7 +132,7 @@ class Demo:
         cfg = load_config([f"shards={pattern}", f"output_dir={self.root / 'latents'}", f"vae={vae}",
                            f"text_encoder={text}", f"buckets={_bucket(c.clip.frames, c.videos.size)}",
                            f"frame_stride={c.clip.frame_stride}", "device=cpu", "text_dtype=fp32",
-                           f"seed={c.run.seed}", *self.cfg.overrides.get("precompute", [])])
+                           f"seed={c.run.seed}", *self.extra("precompute")])
         return run(cfg)
 
     def train_dit(self, latents: Path, null_caption: str) -> Path:
@@ -141,7 +145,7 @@ class Demo:
             f"train.max_steps={c.steps.dit}", f"logging.wandb_mode={c.wandb_mode}",
             f"data.shards=[{latents}/*.tar]", f"data.null_caption={null_caption}",
             f"data.buckets={_bucket(c.clip.frames, c.videos.size)}", *DEMO_DIT,
-            *self.cfg.overrides.get("dit", [])])
+            *self.extra("dit")])
         summary = train(cfg)
         self.dit_loss = (summary.get("first_loss"), summary.get("last_loss"))
         return Path(summary["transformer"])
